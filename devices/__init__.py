@@ -1,0 +1,1 @@
+"""Built-in instrument drivers and their simulators (plugins of group ``radlogger.devices``)."""

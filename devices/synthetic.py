@@ -1,0 +1,96 @@
+"""A synthetic device: measurements at a configured rate and pattern, no hardware.
+
+It stands in for an instrument in tests and benchmarks, and its ``fail_connects`` option
+simulates an instrument that is unreachable (the first N connects fail, or all with -1) so
+the reconnect lifecycle can be exercised without a network.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from radlogger.device import Device, DeviceDone
+from radlogger.measurement import Measurement, now_ns
+from radlogger.options import Option
+
+PATTERNS = ("counter", "sine", "ramp", "random", "constant")
+
+
+class SyntheticDevice(Device):
+    kind = "synthetic"
+    summary = "measurements at a set rate and pattern (scalars or arrays), for tests and demos"
+    options = (
+        Option("rate", float, 10.0, "measurements per second (0 = as fast as possible)", min=0),
+        Option("count", int, 0, "stop after this many measurements (0 = run forever)", min=0),
+        Option("pattern", str, "sine", "value pattern", choices=PATTERNS),
+        Option("quantity", str, "value", "quantity name: the topic is <device>.<quantity>"),
+        Option("unit", str, "", "unit of the values"),
+        Option("amplitude", float, 1.0, "amplitude of sine/ramp/random values"),
+        Option("period", float, 10.0, "period of sine/ramp in seconds of device time", min=1e-9),
+        Option("array_size", int, 0, "0 for scalars, else float32 arrays of this length", min=0),
+        Option("chunk", int, 1000, "most measurements emitted per wake-up", min=1),
+        Option("seed", int, 0, "seed of the random pattern"),
+        Option("fail_connects", int, 0, "simulate an unreachable instrument: the first N "
+               "connects fail (-1 = every connect)", min=-1),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        s = self.settings
+        self.quantities = (s.quantity,)
+        self.topic = f"{name}.{s.quantity}"
+        self.emitted = 0
+        self.connects = 0
+        self._rng = np.random.default_rng(s.seed)
+        self._t0 = 0.0
+
+    def open(self) -> None:
+        self.connects += 1
+        fail = self.settings.fail_connects
+        if fail == -1 or self.connects <= fail:
+            raise ConnectionRefusedError(f"simulated unreachable instrument (connect "
+                                         f"{self.connects})")
+        self._t0 = time.monotonic() - (self.emitted / self.settings.rate
+                                       if self.settings.rate else 0.0)
+
+    def _value(self, i: int) -> Any:
+        s = self.settings
+        size = s.array_size
+        t = i / s.rate if s.rate else float(i)
+        if s.pattern == "counter":
+            return i if not size else np.arange(i, i + size, dtype=np.float32)
+        if s.pattern == "random":
+            return float(self._rng.normal(0.0, s.amplitude)) if not size else \
+                self._rng.normal(0.0, s.amplitude, size).astype(np.float32)
+        if s.pattern == "constant":
+            return s.amplitude if not size else np.full(size, s.amplitude, np.float32)
+        phase = t / s.period
+        if s.pattern == "ramp":
+            v = s.amplitude * (phase - math.floor(phase))
+        else:
+            v = s.amplitude * math.sin(2 * math.pi * phase)
+        return v if not size else np.full(size, v, np.float32)
+
+    def poll(self) -> None:
+        s = self.settings
+        n = s.chunk
+        if s.rate:
+            due = int((time.monotonic() - self._t0) * s.rate) - self.emitted
+            if due <= 0:
+                self.wait(max(0.0005, (self.emitted + 1) / s.rate - (time.monotonic() - self._t0)))
+                return
+            n = min(n, due)
+        if s.count:
+            n = min(n, s.count - self.emitted)
+            if n <= 0:
+                raise DeviceDone
+        push = self.outlet.push
+        name, topic, unit, value = self.name, self.topic, s.unit, self._value
+        start = self.emitted
+        for i in range(start, start + n):
+            push(Measurement(name, topic, value(i), now_ns(), unit))
+        self.emitted = start + n

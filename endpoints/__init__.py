@@ -1,0 +1,1 @@
+"""Built-in endpoints (plugins of group ``radlogger.endpoints``)."""

@@ -1,0 +1,37 @@
+"""The counting endpoint: takes everything, counts it, checks order; for tests and benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from radlogger.endpoint import Endpoint
+from radlogger.measurement import Measurement, now_ns
+from radlogger.options import Option
+
+
+class NullEndpoint(Endpoint):
+    kind = "null"
+    summary = "counts measurements and checks per-source order; stores nothing"
+    options = (
+        Option("latency", bool, False, "record push-to-endpoint latency of every measurement"),
+        Option("latency_samples", int, 1_000_000, "most latency samples kept", min=1),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        self.count = 0
+        self.out_of_order = 0
+        self.last_seq: dict[str, int] = {}
+        self.latencies_ns: list[int] = []
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        last = self.last_seq
+        for m in batch:
+            prev = last.get(m.source, -1)
+            if m.seq <= prev:
+                self.out_of_order += 1
+            last[m.source] = m.seq
+        if self.settings.latency and len(self.latencies_ns) < self.settings.latency_samples:
+            now = now_ns()
+            self.latencies_ns.extend(now - m.t_ns for m in batch)
+        self.count += len(batch)

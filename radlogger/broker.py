@@ -1,0 +1,196 @@
+"""The broker: one thread that drains the queue in batches and publishes through PyPubSub.
+
+PyPubSub's ``sendMessage`` costs several microseconds, so the broker never publishes single
+measurements: it drains up to ``batch_max`` items, cuts them into runs of consecutive items
+with the same topic (``itertools.groupby``: C speed, and the original order is kept, so a
+subtree subscriber sees one device's measurements in the order they were produced), and sends
+one message per run with the run as the message's ``batch``.
+
+Topics are dotted, ``<device>.<quantity>``.  A subscription pattern is one of:
+
+* an exact topic or a prefix: ``wsa1.iq``, ``wsa1`` (PyPubSub delivers a subtopic's messages to
+  the listeners of its parents, so a prefix is a subtree subscription);
+* a glob (``*.pulses``, ``pico?.*``, ``*``): PyPubSub has no wildcards, so the broker subscribes
+  the listener to each matching topic the first time that topic is published.
+
+Each pipeline owns its own PyPubSub ``Publisher`` so several pipelines (tests, benchmarks)
+can live in one process.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from itertools import groupby
+from operator import attrgetter
+from typing import Any
+
+from pubsub.core import Publisher
+
+from .measurement import Measurement
+from .queue import LocklessQueue
+
+__all__ = ["Broker", "pattern_matches", "is_glob", "validate_pattern", "TOPIC_RE"]
+
+log = logging.getLogger(__name__)
+
+TOPIC_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
+_GLOB_CHARS = set("*?[")
+_topic_of = attrgetter("topic")
+_source_of = attrgetter("source")
+
+
+def is_glob(pattern: str) -> bool:
+    return any(c in _GLOB_CHARS for c in pattern)
+
+
+def validate_pattern(pattern: str) -> str | None:
+    """None if ``pattern`` is a usable subscription, else what is wrong with it."""
+    if is_glob(pattern):
+        return None if pattern.strip() == pattern and pattern else "empty glob"
+    if not TOPIC_RE.match(pattern):
+        return (f"'{pattern}' is not a topic (dotted names of letters, digits, '_' and '-', "
+                "e.g. wsa1.iq) nor a glob")
+    return None
+
+
+def pattern_matches(pattern: str, topic: str) -> bool:
+    """Whether a subscription ``pattern`` receives measurements published on ``topic``."""
+    if is_glob(pattern):
+        return fnmatch.fnmatchcase(topic, pattern)
+    return topic == pattern or topic.startswith(pattern + ".")
+
+
+class Broker:
+    """Queue consumer and PyPubSub publisher."""
+
+    def __init__(self, queue: LocklessQueue[Measurement], batch_max: int = 8192,
+                 count_published: Callable[[str, int, bool], None] | None = None) -> None:
+        self.queue = queue
+        self.batch_max = batch_max
+        self.publisher = Publisher()
+        self._count_published = count_published or (lambda source, n, routed: None)
+        self._patterns: list[tuple[str, Any, Callable[..., None]]] = []  # pattern, owner, fn
+        self._globs: list[tuple[str, Callable[..., None]]] = []
+        self._known_topics: set[str] = set()
+        self._routed: dict[str, bool] = {}
+        self._lock = threading.Lock()  # guards subscription changes against has_subscribers
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self.busy = False
+        self.batches = 0
+        self.messages = 0
+
+    # ---------------------------------------------------------------- subscriptions
+    def subscribe(self, owner: Any, pattern: str, listener: Callable[..., None]) -> None:
+        """Route topics matching ``pattern`` to ``listener(batch)``."""
+        problem = validate_pattern(pattern)
+        if problem:
+            raise ValueError(problem)
+        with self._lock:
+            self._patterns.append((pattern, owner, listener))
+            self._routed.clear()
+            if is_glob(pattern):
+                self._globs.append((pattern, listener))
+                for topic in self._known_topics:
+                    if fnmatch.fnmatchcase(topic, pattern):
+                        self.publisher.subscribe(listener, topic)
+            else:
+                self.publisher.subscribe(listener, pattern)
+
+    def unsubscribe_owner(self, owner: Any) -> None:
+        """Remove every subscription of ``owner`` (an endpoint being removed on reload)."""
+        with self._lock:
+            gone = [(p, fn) for p, o, fn in self._patterns if o is owner]
+            self._patterns = [t for t in self._patterns if t[1] is not owner]
+            fns = {id(fn) for _, fn in gone}
+            self._globs = [g for g in self._globs if id(g[1]) not in fns]
+            self._routed.clear()
+            for _, fn in gone:
+                self.publisher.unsubAll(listenerFilter=lambda lis, fn=fn: lis.getCallable() == fn)
+
+    def has_subscribers(self, topic: str) -> bool:
+        try:
+            return self._routed[topic]
+        except KeyError:
+            pass
+        with self._lock:
+            routed = any(pattern_matches(p, topic) for p, _, _ in self._patterns)
+            self._routed[topic] = routed
+        return routed
+
+    def subscriptions(self) -> list[tuple[str, Any]]:
+        return [(p, o) for p, o, _ in self._patterns]
+
+    def _new_topic(self, topic: str) -> None:
+        if not TOPIC_RE.match(topic):
+            raise ValueError(f"invalid topic {topic!r}")
+        with self._lock:
+            self._known_topics.add(topic)
+            for pattern, listener in self._globs:
+                if fnmatch.fnmatchcase(topic, pattern):
+                    self.publisher.subscribe(listener, topic)
+
+    # ---------------------------------------------------------------- publishing
+    def publish(self, batch: list[Measurement]) -> None:
+        """Publish one drained batch (also used directly by benchmarks and tests)."""
+        send = self.publisher.sendMessage
+        known = self._known_topics
+        has = self.has_subscribers
+        count = self._count_published
+        for topic, run in groupby(batch, _topic_of):
+            items = list(run)
+            if topic not in known:
+                try:
+                    self._new_topic(topic)
+                except ValueError as exc:
+                    log.error("broker: %s from %s, %d measurements dropped", exc,
+                              items[0].source, len(items))
+                    for source, n in Counter(map(_source_of, items)).items():
+                        count(source, -n, False)
+                    continue
+            routed = has(topic)
+            if routed:
+                send(topic, batch=items)
+                self.messages += 1
+            for source, n in Counter(map(_source_of, items)).items():
+                count(source, n, routed)
+        self.batches += 1
+
+    def _run(self) -> None:
+        get = self.queue.get_batch
+        batch_max = self.batch_max
+        while True:
+            batch = get(batch_max, 0 if self._stop else None)
+            if batch:
+                self.busy = True
+                try:
+                    self.publish(batch)
+                except Exception:  # noqa: BLE001 - the broker must survive anything
+                    log.exception("broker: publishing a batch of %d failed", len(batch))
+                finally:
+                    self.busy = False
+            elif self._stop and not len(self.queue):
+                return
+
+    def start(self) -> None:
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="broker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Publish what is queued, then end the thread; True if it ended in time."""
+        self._stop = True
+        self.queue.interrupt()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def idle(self) -> bool:
+        return not self.busy and not len(self.queue)

@@ -1,0 +1,225 @@
+"""The device base: one driver thread per instrument, with a reconnecting lifecycle.
+
+States: stopped -> connecting -> running -> (error -> backoff -> connecting ...) -> stopping
+-> stopped; ``finished`` when a finite source (a replay, a counted synthetic run) has no more
+data; ``failed`` when ``max_retries`` reconnects were spent.
+
+A driver implements the template methods ``open()``, ``poll()`` and ``close()`` (and
+``interrupt()`` when ``poll`` can block for long).  ``poll`` reads a bounded amount and calls
+:meth:`emit`/:meth:`push`; every exception it raises is caught, counted and logged here, the
+connection is closed and retried with backoff.  A device never blocks on an endpoint: pushing
+goes into the bounded queue, whose overflow policy decides.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from typing import Any
+
+from .backoff import Backoff
+from .measurement import Measurement, now_ns
+from .options import Configurable, Option
+
+__all__ = ["Device", "DeviceState", "DeviceDone", "Outlet"]
+
+log = logging.getLogger(__name__)
+
+
+class DeviceState(str, enum.Enum):
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    ERROR = "error"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class DeviceDone(Exception):
+    """Raised by ``poll()`` of a finite source when it has no more data (not an error)."""
+
+
+class Outlet:
+    """Where a producer puts measurements: the pipeline's queue plus the producer's stats.
+
+    Stamps each measurement with the producer's sequence number so consumers can check
+    order and gaps.  Drops are charged by the queue's ``on_drop`` callback, not here.
+    """
+
+    __slots__ = ("stats", "_put")
+
+    def __init__(self, put: Any, stats: Any) -> None:
+        self._put = put
+        self.stats = stats
+
+    def push(self, m: Measurement) -> bool:
+        stats = self.stats
+        m.seq = stats.produced
+        stats.produced += 1
+        return self._put(m)
+
+
+class _Unattached:
+    """Placeholder outlet of a device that is not in a pipeline yet."""
+
+    def push(self, m: Measurement) -> bool:
+        raise RuntimeError("device is not attached to a pipeline (add it with Pipeline.add_device)")
+
+
+class Device(Configurable):
+    """Base class of instrument drivers."""
+
+    #: quantities this driver publishes; topics are ``<name>.<quantity>``
+    quantities: tuple[str, ...] = ()
+
+    base_options = (
+        Option("backoff_initial", float, 0.5, "first reconnect delay in seconds", min=0),
+        Option("backoff_max", float, 30.0, "longest reconnect delay in seconds", min=0),
+        Option("backoff_factor", float, 2.0, "growth of the reconnect delay per attempt", min=1),
+        Option("backoff_jitter", float, 0.1, "random spread of each delay, as a fraction",
+               min=0, max=0.99),
+        Option("max_retries", int, 0, "reconnect attempts before the device is marked failed "
+               "(0 = forever)", min=0),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        s = self.settings
+        self.backoff = Backoff(s.backoff_initial, s.backoff_max, s.backoff_factor,
+                               s.backoff_jitter, s.max_retries)
+        self.outlet: Any = _Unattached()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state = DeviceState.STOPPED
+        self.last_error: str = ""
+
+    # ---------------------------------------------------------------- template methods
+    def open(self) -> None:
+        """Connect to the instrument; raise on failure (retried with backoff)."""
+
+    def poll(self) -> None:
+        """Read a bounded amount of data and emit it; raise on a lost connection."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection; must be safe to call after a failed ``open``."""
+
+    def interrupt(self) -> None:
+        """Unblock a ``poll`` that is waiting on I/O (called from another thread at stop)."""
+
+    def topics(self) -> list[str]:
+        """Topics this device publishes (for ``check``/``graph`` and subscription warnings)."""
+        return [f"{self.name}.{q}" for q in self.quantities]
+
+    # ---------------------------------------------------------------- helpers for drivers
+    def emit(self, quantity: str, value: Any, unit: str = "", device_time: Any = None,
+             meta: dict[str, Any] | None = None, t_ns: int | None = None) -> bool:
+        """Publish one measurement on ``<name>.<quantity>``; False if the queue refused it."""
+        return self.outlet.push(Measurement(self.name, f"{self.name}.{quantity}", value,
+                                            now_ns() if t_ns is None else t_ns, unit,
+                                            device_time, meta))
+
+    def push(self, m: Measurement) -> bool:
+        return self.outlet.push(m)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep interruptibly; True if the device is being stopped."""
+        return self._stop.wait(seconds)
+
+    # ---------------------------------------------------------------- lifecycle
+    @property
+    def state(self) -> DeviceState:
+        return self._state
+
+    def _set_state(self, state: DeviceState) -> None:
+        self._state = state
+        stats = getattr(self.outlet, "stats", None)
+        if stats is not None:
+            stats.state = state.value
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"device:{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the driver thread to stop and wait up to ``timeout``; True if it stopped."""
+        self._stop.set()
+        try:
+            self.interrupt()
+        except Exception:  # noqa: BLE001 - a driver's interrupt must not break shutdown
+            log.exception("device %s: interrupt failed", self.name)
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _count_error(self, what: str, exc: BaseException) -> None:
+        self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        stats = getattr(self.outlet, "stats", None)
+        if stats is not None:
+            stats.errors += 1
+        log.warning("device %s: %s", self.name, self.last_error)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._set_state(DeviceState.CONNECTING)
+            try:
+                self.open()
+            except Exception as exc:  # noqa: BLE001 - any driver failure is retried
+                self._count_error("connect failed", exc)
+                self._safe_close()
+                if not self._back_off():
+                    break
+                continue
+            self._set_state(DeviceState.RUNNING)
+            self.backoff.reset()
+            try:
+                while not self._stop.is_set():
+                    self.poll()
+            except DeviceDone:
+                self._safe_close()
+                self._set_state(DeviceState.FINISHED)
+                return
+            except Exception as exc:  # noqa: BLE001
+                if self._stop.is_set():
+                    break  # errors caused by interrupt() while stopping are expected
+                self._count_error("lost", exc)
+                self._safe_close()
+                if not self._back_off():
+                    break
+                continue
+        if self._state is DeviceState.FAILED:
+            return  # closed already; stays failed until restarted
+        self._set_state(DeviceState.STOPPING)
+        self._safe_close()
+        self._set_state(DeviceState.STOPPED)
+
+    def _safe_close(self) -> None:
+        try:
+            self.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("device %s: close failed: %s", self.name, exc)
+
+    def _back_off(self) -> bool:
+        """Wait before reconnecting; False when stopping or out of retries."""
+        if self.backoff.exhausted:
+            log.error("device %s: giving up after %d attempts (%s)", self.name,
+                      self.backoff.attempts, self.last_error)
+            self._set_state(DeviceState.FAILED)
+            return False
+        self._set_state(DeviceState.BACKOFF)
+        return not self._stop.wait(self.backoff.next_delay())

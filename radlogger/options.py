@@ -1,0 +1,188 @@
+"""Option declarations: every plugin declares its options once, here is what reads them.
+
+From one tuple of :class:`Option` come validation (with messages naming the key and the fix),
+the sample configuration, and the ``radloggerd plugins`` listing.  Values may arrive as INI
+strings or as Python values (tests, code); both go through the same conversion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Option", "OptionError", "resolve_options", "parse_bool", "parse_list", "Settings"]
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+
+
+class OptionError(ValueError):
+    """A user-caused option problem; ``key`` names the option, the message says the fix."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected a boolean (yes/no, true/false, on/off, 1/0), got {value!r}")
+
+
+def parse_list(value: Any) -> list[str]:
+    """Comma- or newline-separated list; Python sequences pass through."""
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [p.strip() for p in str(value).replace("\n", ",").split(",") if p.strip()]
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().replace("_", "")
+    return int(text, 0)
+
+
+def _parse_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(str(value).strip().replace("_", "")) if isinstance(value, str) else float(value)
+
+
+_PARSERS: dict[type, Callable[[Any], Any]] = {
+    bool: parse_bool, int: _parse_int, float: _parse_float, str: lambda v: str(v).strip(),
+    list: parse_list,
+}
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "text", list: "list"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One declared option of a plugin (or of the daemon).
+
+    ``default`` of ``None`` with ``required=False`` means "unset".  ``choices`` restricts the
+    value; ``min``/``max`` bound numbers (and list lengths are not checked).
+    """
+
+    name: str
+    type: type
+    default: Any = None
+    help: str = ""
+    choices: Sequence[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    required: bool = False
+
+    def parse(self, raw: Any) -> Any:
+        try:
+            value = _PARSERS[self.type](raw)
+        except (TypeError, ValueError) as exc:
+            raise OptionError(self.name, f"{self.name} = {raw!r}: expected "
+                              f"{_TYPE_NAMES[self.type]} ({exc})") from None
+        if self.choices is not None and value not in self.choices:
+            raise OptionError(self.name, f"{self.name} = {raw!r}: must be one of "
+                              f"{', '.join(map(str, self.choices))}")
+        if self.min is not None and value < self.min:
+            raise OptionError(self.name, f"{self.name} = {raw!r}: must be >= {self.min}")
+        if self.max is not None and value > self.max:
+            raise OptionError(self.name, f"{self.name} = {raw!r}: must be <= {self.max}")
+        return value
+
+    def describe(self) -> str:
+        """One-line human description for samples and listings."""
+        bits = [_TYPE_NAMES[self.type]]
+        if self.choices is not None:
+            bits.append("one of " + "|".join(map(str, self.choices)))
+        if self.min is not None or self.max is not None:
+            bits.append(f"range [{'' if self.min is None else self.min}, "
+                        f"{'' if self.max is None else self.max}]")
+        bits.append("required" if self.required else f"default {self.format(self.default)}")
+        return f"{self.help} ({'; '.join(bits)})"
+
+    @staticmethod
+    def format(value: Any) -> str:
+        if value is None:
+            return "(unset)"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, (list, tuple)):
+            return ", ".join(map(str, value))
+        return str(value)
+
+
+class Settings(dict[str, Any]):
+    """Resolved option values; attribute access for readability in plugin code."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def merge_options(*groups: Iterable[Option]) -> tuple[Option, ...]:
+    """Later groups override earlier ones by name (a plugin may change a base default)."""
+    merged: dict[str, Option] = {}
+    for group in groups:
+        for opt in group:
+            merged[opt.name] = opt
+    return tuple(merged.values())
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def resolve_options(declared: Iterable[Option], given: Mapping[str, Any],
+                    ignore: Iterable[str] = ()) -> Settings:
+    """Validate ``given`` against ``declared``; fill defaults; raise :class:`OptionError`."""
+    decl = {o.name: o for o in declared}
+    skip = set(ignore)
+    for key in given:
+        if key not in decl and key not in skip:
+            hint = closest(key, decl)
+            fix = f"did you mean '{hint}'?" if hint else \
+                f"known keys: {', '.join(sorted(decl)) or '(none)'}"
+            raise OptionError(key, f"unknown key '{key}': {fix}")
+    out = Settings()
+    for name, opt in decl.items():
+        if name in given and given[name] is not None and given[name] != "":
+            out[name] = opt.parse(given[name])
+        elif opt.required:
+            raise OptionError(name, f"missing required key '{name}': {opt.help}")
+        else:
+            out[name] = opt.default
+    return out
+
+
+class Configurable:
+    """Base of devices and endpoints: a name plus settings resolved from declared options.
+
+    ``base_options`` belong to the kind of plugin (device, endpoint); ``options`` to the plugin.
+    """
+
+    kind: str = ""
+    summary: str = ""
+    base_options: tuple[Option, ...] = ()
+    options: tuple[Option, ...] = ()
+
+    @classmethod
+    def declared_options(cls) -> tuple[Option, ...]:
+        return merge_options(cls.base_options, cls.options)
+
+    def __init__(self, name: str, settings: Mapping[str, Any] | None = None, **kw: Any) -> None:
+        given = dict(settings or {})
+        given.update(kw)
+        self.name = name
+        self.settings = resolve_options(self.declared_options(), given, ignore=("driver", "type"))

@@ -1,0 +1,177 @@
+"""The pipeline: devices -> queue -> broker -> endpoints, and its ordered lifecycle.
+
+Start order is endpoints, broker, devices (nothing produced before someone can take it).
+Stop order is the reverse with draining in between: devices stop; the broker and the endpoints
+run until the queue, every inbox and every in-flight batch are empty (processing endpoints may
+publish more while that happens, so quiescence is checked as a whole); then the queue is closed,
+endpoints flush and close.  Everything is bounded by one deadline; what misses it is counted as
+dropped with reason ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .broker import Broker
+from .device import Device, Outlet
+from .endpoint import Endpoint
+from .measurement import Measurement
+from .queue import DropReason, LocklessQueue, Overflow
+from .stats import EndpointStats, ProducerStats
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """One dataflow graph.  The daemon owns one; tests and benchmarks build their own."""
+
+    def __init__(self, queue_size: int = 65536, overflow: Overflow | str = Overflow.DROP_NEWEST,
+                 block_timeout: float = 1.0, batch_max: int = 8192, pool_workers: int = 2) -> None:
+        self.queue: LocklessQueue[Measurement] = LocklessQueue(
+            queue_size, overflow, block_timeout, on_drop=self._on_queue_drop)
+        self.broker = Broker(self.queue, batch_max, self._count_published)
+        self.producers: dict[str, ProducerStats] = {}
+        self.devices: dict[str, Device] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.pool_workers = pool_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.running = False
+
+    # ---------------------------------------------------------------- accounting
+    def _producer(self, name: str) -> ProducerStats:
+        with self._lock:
+            stats = self.producers.get(name)
+            if stats is None:
+                stats = self.producers[name] = ProducerStats(name)
+            return stats
+
+    def _on_queue_drop(self, m: Measurement, reason: DropReason) -> None:
+        self._producer(m.source).drop(reason)
+
+    def _count_published(self, source: str, n: int, routed: bool) -> None:
+        stats = self.producers.get(source) or self._producer(source)
+        if n < 0:  # the broker refused them (invalid topic)
+            stats.drop("invalid_topic", -n)
+            return
+        stats.published += n
+        if not routed:
+            stats.unrouted += n
+
+    def outlet(self, name: str) -> Outlet:
+        """A push handle for a producer named ``name`` (devices, processing endpoints, tests)."""
+        return Outlet(self.queue.put, self._producer(name))
+
+    # ---------------------------------------------------------------- composition
+    def add_device(self, device: Device) -> Device:
+        if device.name in self.devices or device.name in self.endpoints:
+            raise ValueError(f"duplicate name {device.name!r}")
+        device.outlet = self.outlet(device.name)
+        self.devices[device.name] = device
+        if self.running:
+            device.start()
+        return device
+
+    def add_endpoint(self, endpoint: Endpoint, subscribe: list[str] | None = None) -> Endpoint:
+        if endpoint.name in self.endpoints or endpoint.name in self.devices:
+            raise ValueError(f"duplicate name {endpoint.name!r}")
+        patterns = list(subscribe if subscribe is not None else endpoint.settings.subscribe)
+        if endpoint.settings.mode == "pool" and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.pool_workers, thread_name_prefix="endpoint-pool")
+        endpoint.bind(self.outlet(endpoint.name), self.broker.has_subscribers,
+                      self._pool if endpoint.settings.mode == "pool" else None)
+        self.endpoints[endpoint.name] = endpoint
+        if self.running:
+            endpoint.start()
+        for pattern in patterns:
+            self.broker.subscribe(endpoint, pattern, endpoint.offer)
+        return endpoint
+
+    def remove_device(self, name: str, timeout: float = 5.0) -> None:
+        device = self.devices.pop(name)
+        device.stop(timeout)
+
+    def remove_endpoint(self, name: str, deadline: float) -> None:
+        endpoint = self.endpoints[name]
+        self.broker.unsubscribe_owner(endpoint)
+        endpoint.stop(deadline)
+        del self.endpoints[name]
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        for endpoint in self.endpoints.values():
+            endpoint.start()
+        self.broker.start()
+        self.running = True
+        for device in self.devices.values():
+            device.start()
+
+    def quiescent(self) -> bool:
+        return self.broker.idle and all(e.idle for e in self.endpoints.values())
+
+    def wait_quiescent(self, deadline: float) -> bool:
+        """Wait until queue, broker and every endpoint are idle (or the deadline)."""
+        while not self.quiescent():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)  # shutdown only: the daemon is not idle while draining
+        # A processing endpoint may have published right at the end: check once more.
+        return self.quiescent()
+
+    def stop(self, deadline_s: float = 10.0) -> bool:
+        """Ordered, idempotent stop; True if everything drained before the deadline."""
+        deadline = time.monotonic() + deadline_s
+        for device in self.devices.values():
+            device._stop.set()  # ask all first so they stop in parallel
+        for device in self.devices.values():
+            if not device.stop(max(0.0, deadline - time.monotonic())):
+                log.error("device %s did not stop before the deadline", device.name)
+        drained = self.wait_quiescent(deadline)
+        self.queue.close()  # late puts are counted as shutdown drops from here on
+        self.broker.stop(max(0.0, deadline - time.monotonic()))
+        for item in self.queue.drain(len(self.queue) + 1024):  # the broker missed the deadline
+            self._producer(item.source).drop(DropReason.SHUTDOWN)
+            drained = False
+        for endpoint in self.endpoints.values():
+            endpoint.stop(deadline)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self.running = False
+        return drained
+
+    # ---------------------------------------------------------------- stats
+    def snapshot(self) -> dict[str, Any]:
+        producers = {name: s.snapshot() for name, s in list(self.producers.items())}
+        endpoints: dict[str, Any] = {}
+        for name, e in list(self.endpoints.items()):
+            e.stats.inbox_depth = len(e._inbox)
+            endpoints[name] = e.stats.snapshot()
+            endpoints[name]["kind"] = e.kind
+        for name, d in self.devices.items():
+            if name in producers:
+                producers[name]["kind"] = d.kind
+                producers[name]["last_error"] = d.last_error
+        return {
+            "queue": {"depth": len(self.queue), "capacity": self.queue.capacity,
+                      "overflow": self.queue.overflow.value, "high_water": self.queue.high_water,
+                      "dropped": self.queue.dropped},
+            "broker": {"batches": self.broker.batches, "messages": self.broker.messages},
+            "producers": producers,
+            "endpoints": endpoints,
+        }
+
+    def balanced(self) -> bool:
+        """The accounting invariant, exact once stopped (``queued``/``pending`` are zero)."""
+        queued = len(self.queue)
+        return (all(s.balanced() for s in self.producers.values()) if not queued else False) \
+            and all(e.stats.balanced(e.pending) for e in self.endpoints.values())
+
+    def endpoint_stats(self, name: str) -> EndpointStats:
+        return self.endpoints[name].stats

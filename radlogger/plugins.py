@@ -1,0 +1,52 @@
+"""The plugin registry: devices and endpoints found through entry points, imported lazily.
+
+Built-ins register in ``setup.cfg`` exactly as a third-party package would, under the groups
+``radlogger.devices`` and ``radlogger.endpoints``.  Nothing is imported until asked for, so a
+plugin with a missing optional dependency (h5py, paho-mqtt) breaks only its own use, with a
+message that says what to install.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+__all__ = ["DEVICE_GROUP", "ENDPOINT_GROUP", "PluginError", "names", "load", "load_device",
+           "load_endpoint"]
+
+DEVICE_GROUP = "radlogger.devices"
+ENDPOINT_GROUP = "radlogger.endpoints"
+
+
+class PluginError(LookupError):
+    """An unknown or broken plugin; the message lists what is known or what to install."""
+
+
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def names(group: str) -> list[str]:
+    return sorted(_entry_points(group))
+
+
+def load(group: str, name: str) -> Any:
+    eps = _entry_points(group)
+    what = "driver" if group == DEVICE_GROUP else "endpoint type"
+    if name not in eps:
+        known = ", ".join(sorted(eps)) or "(none: is radloggerd installed with pip install -e .?)"
+        raise PluginError(f"unknown {what} '{name}'; known: {known}")
+    try:
+        cls = eps[name].load()
+    except ImportError as exc:
+        raise PluginError(f"{what} '{name}' cannot be loaded: {exc} (install the package it "
+                          f"needs, e.g. pip install -e '.[all]')") from exc
+    return cls
+
+
+def load_device(name: str) -> Any:
+    return load(DEVICE_GROUP, name)
+
+
+def load_endpoint(name: str) -> Any:
+    return load(ENDPOINT_GROUP, name)

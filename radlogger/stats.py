@@ -1,0 +1,111 @@
+"""Counters for the accounting invariant: nothing is lost silently.
+
+Per producer (device, or processing endpoint that publishes):
+    ``produced == published + dropped + queued``
+Per endpoint:
+    ``received == handled + dropped + pending``
+where ``queued``/``pending`` are zero once the pipeline has stopped.
+
+Hot-path counters (``produced``, ``published``, ``received``, ``handled``) each have exactly one
+writer thread, so plain ``+=`` is exact without a lock.  Drops can come from several threads
+(a ``drop_oldest`` eviction charges the victim's source from the evicting producer's thread), so
+they go through :meth:`Counters.drop`, which takes a lock: drops are the cold path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+__all__ = ["ProducerStats", "EndpointStats", "format_summary"]
+
+
+class _Drops:
+    __slots__ = ("_lock", "by_reason")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_reason: Counter[str] = Counter()
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.by_reason[str(getattr(reason, "value", reason))] += n
+
+    @property
+    def dropped(self) -> int:
+        with self._lock:
+            return sum(self.by_reason.values())
+
+    def reasons(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.by_reason)
+
+
+class ProducerStats(_Drops):
+    """Counters of one source of measurements (a device or a publishing endpoint)."""
+
+    __slots__ = ("name", "produced", "published", "unrouted", "errors", "state")
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.produced = 0  # writer: the producer thread
+        self.published = 0  # writer: the broker thread (handed to PyPubSub)
+        self.unrouted = 0  # writer: the broker thread (published to a topic nobody subscribes to)
+        self.errors = 0  # writer: the producer thread (connection/parse errors, not drops)
+        self.state = "stopped"
+
+    def snapshot(self) -> dict[str, Any]:
+        dropped = self.reasons()
+        return {
+            "name": self.name, "state": self.state, "produced": self.produced,
+            "published": self.published, "unrouted": self.unrouted,
+            "dropped": sum(dropped.values()), "dropped_by_reason": dropped, "errors": self.errors,
+        }
+
+    def balanced(self, queued: int = 0) -> bool:
+        return self.produced == self.published + self.dropped + queued
+
+
+class EndpointStats(_Drops):
+    """Counters of one endpoint."""
+
+    __slots__ = ("name", "received", "handled", "failed_batches", "errors", "restarts",
+                 "state", "inbox_depth", "inbox_high_water")
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.received = 0  # writer: the broker thread
+        self.handled = 0  # writer: the endpoint's worker
+        self.errors = 0  # exceptions raised by the endpoint's code
+        self.failed_batches = 0
+        self.restarts = 0
+        self.state = "stopped"
+        self.inbox_depth = 0
+        self.inbox_high_water = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        dropped = self.reasons()
+        return {
+            "name": self.name, "state": self.state, "received": self.received,
+            "handled": self.handled, "dropped": sum(dropped.values()),
+            "dropped_by_reason": dropped, "errors": self.errors, "restarts": self.restarts,
+            "inbox_depth": self.inbox_depth, "inbox_high_water": self.inbox_high_water,
+        }
+
+    def balanced(self, pending: int = 0) -> bool:
+        return self.received == self.handled + self.dropped + pending
+
+
+def format_summary(snapshot: dict[str, Any]) -> str:
+    """One line for the periodic and final stats log."""
+    parts = [f"queue {snapshot['queue']['depth']}/{snapshot['queue']['capacity']}"]
+    for d in snapshot["producers"].values():
+        parts.append(f"{d['name']}[{d['state']}] prod={d['produced']} pub={d['published']} "
+                     f"drop={d['dropped']} err={d['errors']}")
+    for e in snapshot["endpoints"].values():
+        parts.append(f"{e['name']}[{e['state']}] recv={e['received']} ok={e['handled']} "
+                     f"drop={e['dropped']} err={e['errors']} inbox={e['inbox_depth']}")
+    return "; ".join(parts)

@@ -1,0 +1,58 @@
+"""Shared test helpers: wait on conditions (never fixed sleeps), free ports, pipelines that stop."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from radlogger.pipeline import Pipeline
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.005,
+             message: str = "") -> object:
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {message or predicate}")
+        time.sleep(interval)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def pipeline() -> Iterator[Pipeline]:
+    """A pipeline that is always stopped after the test (checks nothing leaks)."""
+    p = Pipeline(queue_size=65536)
+    yield p
+    if p.running:
+        p.stop(5.0)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves device/endpoint/broker threads running (python-can's habit)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    ours = ("device:", "endpoint:", "broker")
+
+    def leaked() -> list[str]:
+        return [t.name for t in threading.enumerate()
+                if t.ident not in before and t.is_alive() and t.name.startswith(ours)]
+
+    deadline = time.monotonic() + 5.0
+    while leaked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not leaked(), f"threads leaked by the test: {leaked()}"
