@@ -159,7 +159,7 @@ class Pipeline:
                 producers[name]["kind"] = d.kind
                 producers[name]["last_error"] = d.last_error
         return {
-            "queue": {"depth": len(self.queue), "capacity": self.queue.capacity,
+            "queue": {"depth": len(self.queue), "capacity": self.queue.size,
                       "overflow": self.queue.overflow.value, "high_water": self.queue.high_water,
                       "dropped": self.queue.dropped},
             "broker": {"batches": self.broker.batches, "messages": self.broker.messages},

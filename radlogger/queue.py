@@ -78,6 +78,7 @@ class LocklessQueue(Generic[T]):
         if capacity < 1:
             raise ValueError(f"queue capacity must be >= 1, got {capacity}")
         self.capacity = capacity
+        self.size = capacity  # the configured bound; capacity drops to 0 once closed
         self.overflow = Overflow(overflow)
         self.block_timeout = block_timeout
         self._on_drop = on_drop
