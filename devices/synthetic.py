@@ -88,9 +88,8 @@ class SyntheticDevice(Device):
             n = min(n, s.count - self.emitted)
             if n <= 0:
                 raise DeviceDone
-        push = self.outlet.push
         name, topic, unit, value = self.name, self.topic, s.unit, self._value
         start = self.emitted
-        for i in range(start, start + n):
-            push(Measurement(name, topic, value(i), now_ns(), unit))
+        self.outlet.push_many([Measurement(name, topic, value(i), now_ns(), unit)
+                               for i in range(start, start + n)])
         self.emitted = start + n

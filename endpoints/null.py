@@ -13,6 +13,7 @@ class NullEndpoint(Endpoint):
     kind = "null"
     summary = "counts measurements and checks per-source order; stores nothing"
     options = (
+        Option("check_order", bool, True, "count measurements that arrive out of per-source order"),
         Option("latency", bool, False, "record push-to-endpoint latency of every measurement"),
         Option("latency_samples", int, 1_000_000, "most latency samples kept", min=1),
     )
@@ -25,12 +26,12 @@ class NullEndpoint(Endpoint):
         self.latencies_ns: list[int] = []
 
     def handle_batch(self, batch: list[Measurement]) -> None:
-        last = self.last_seq
-        for m in batch:
-            prev = last.get(m.source, -1)
-            if m.seq <= prev:
-                self.out_of_order += 1
-            last[m.source] = m.seq
+        if self.settings.check_order:
+            last = self.last_seq
+            for m in batch:
+                if m.seq <= last.get(m.source, -1):
+                    self.out_of_order += 1
+                last[m.source] = m.seq
         if self.settings.latency and len(self.latencies_ns) < self.settings.latency_samples:
             now = now_ns()
             self.latencies_ns.extend(now - m.t_ns for m in batch)

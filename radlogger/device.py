@@ -49,10 +49,11 @@ class Outlet:
     order and gaps.  Drops are charged by the queue's ``on_drop`` callback, not here.
     """
 
-    __slots__ = ("stats", "_put")
+    __slots__ = ("stats", "_put", "_put_many")
 
-    def __init__(self, put: Any, stats: Any) -> None:
+    def __init__(self, put: Any, stats: Any, put_many: Any = None) -> None:
         self._put = put
+        self._put_many = put_many
         self.stats = stats
 
     def push(self, m: Measurement) -> bool:
@@ -61,12 +62,29 @@ class Outlet:
         stats.produced += 1
         return self._put(m)
 
+    def push_many(self, ms: list[Measurement]) -> int:
+        """Push a chunk with one queue operation; returns how many were accepted.
+
+        For producers that read many measurements at once (a synthetic burst, a replay).
+        """
+        stats = self.stats
+        seq = stats.produced
+        for m in ms:
+            m.seq = seq
+            seq += 1
+        stats.produced = seq
+        if self._put_many is None:
+            return sum(map(self._put, ms))
+        return int(self._put_many(ms))
+
 
 class _Unattached:
     """Placeholder outlet of a device that is not in a pipeline yet."""
 
     def push(self, m: Measurement) -> bool:
         raise RuntimeError("device is not attached to a pipeline (add it with Pipeline.add_device)")
+
+    push_many = push
 
 
 class Device(Configurable):
@@ -124,6 +142,10 @@ class Device(Configurable):
 
     def push(self, m: Measurement) -> bool:
         return self.outlet.push(m)
+
+    def push_many(self, ms: list[Measurement]) -> int:
+        """Push a chunk of measurements with one queue operation."""
+        return self.outlet.push_many(ms)
 
     @property
     def stopping(self) -> bool:

@@ -66,7 +66,7 @@ class Pipeline:
 
     def outlet(self, name: str) -> Outlet:
         """A push handle for a producer named ``name`` (devices, processing endpoints, tests)."""
-        return Outlet(self.queue.put, self._producer(name))
+        return Outlet(self.queue.put, self._producer(name), self.queue.put_many)
 
     # ---------------------------------------------------------------- composition
     def add_device(self, device: Device) -> Device:
