@@ -7,7 +7,6 @@ the reconnect lifecycle can be exercised without a network.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -57,23 +56,30 @@ class SyntheticDevice(Device):
         self._t0 = time.monotonic() - (self.emitted / self.settings.rate
                                        if self.settings.rate else 0.0)
 
-    def _value(self, i: int) -> Any:
+    def _values(self, start: int, n: int) -> list[Any]:
+        """Values ``start .. start+n-1`` of the pattern, computed as one numpy expression."""
         s = self.settings
         size = s.array_size
-        t = i / s.rate if s.rate else float(i)
+        idx = np.arange(start, start + n, dtype=np.float64)
         if s.pattern == "counter":
-            return i if not size else np.arange(i, i + size, dtype=np.float32)
+            if not size:
+                return list(range(start, start + n))
+            return [np.arange(i, i + size, dtype=np.float32) for i in range(start, start + n)]
         if s.pattern == "random":
-            return float(self._rng.normal(0.0, s.amplitude)) if not size else \
-                self._rng.normal(0.0, s.amplitude, size).astype(np.float32)
+            if not size:
+                return self._rng.normal(0.0, s.amplitude, n).tolist()
+            return list(self._rng.normal(0.0, s.amplitude, (n, size)).astype(np.float32))
         if s.pattern == "constant":
-            return s.amplitude if not size else np.full(size, s.amplitude, np.float32)
-        phase = t / s.period
-        if s.pattern == "ramp":
-            v = s.amplitude * (phase - math.floor(phase))
+            v = np.full(n, s.amplitude)
         else:
-            v = s.amplitude * math.sin(2 * math.pi * phase)
-        return v if not size else np.full(size, v, np.float32)
+            phase = (idx / s.rate if s.rate else idx) / s.period
+            if s.pattern == "ramp":
+                v = s.amplitude * (phase - np.floor(phase))
+            else:
+                v = s.amplitude * np.sin(2 * np.pi * phase)
+        if not size:
+            return v.tolist()
+        return list(np.repeat(v.astype(np.float32)[:, None], size, axis=1))
 
     def poll(self) -> None:
         s = self.settings
@@ -88,8 +94,8 @@ class SyntheticDevice(Device):
             n = min(n, s.count - self.emitted)
             if n <= 0:
                 raise DeviceDone
-        name, topic, unit, value = self.name, self.topic, s.unit, self._value
+        name, topic, unit = self.name, self.topic, s.unit
         start = self.emitted
-        self.outlet.push_many([Measurement(name, topic, value(i), now_ns(), unit)
-                               for i in range(start, start + n)])
+        self.outlet.push_many([Measurement(name, topic, v, now_ns(), unit)
+                               for v in self._values(start, n)])
         self.emitted = start + n

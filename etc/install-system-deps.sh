@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# System packages the tests need: mosquitto (a real MQTT broker for the MQTT tests),
+# libusb-1.0-0 (pyusb's backend for board discovery), graphviz (radloggerd graph -> SVG/PNG).
+# Installs only what is missing; needs apt-get (Debian/Ubuntu) and root or sudo.
+set -euo pipefail
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need+=(libusb-1.0-0)
+command -v dot >/dev/null 2>&1 || need+=(graphviz)
+if [ ${#need[@]} -eq 0 ]; then
+  echo "system packages present"
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${need[*]} (install them with your package manager)" >&2
+  exit 1
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
