@@ -15,9 +15,11 @@ import sys
 import pytest
 
 from benchmarks import benchutil
+from radlogger.pipeline import tune_gc
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    tune_gc()  # as the daemon does at start (radlogger.pipeline.tune_gc)
     benchutil.QUICK = bool(config.getoption("benchmark_disable", False)) or \
         os.environ.get("RADLOGGER_BENCH_QUICK") == "1"
 

@@ -1,0 +1,70 @@
+"""A synthetic scalar stream swept from 1,000/s to saturation, plus overload memory.
+
+Run: ``python -m pytest benchmarks/bench_sweep.py --benchmark-enable --benchmark-only``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.benchutil import QUICK
+from benchmarks.workload import measure
+from devices.synthetic import SyntheticDevice
+from endpoints.null import NullEndpoint
+from radlogger.device import DeviceState
+from radlogger.measurement import Measurement
+from radlogger.pipeline import Pipeline
+
+RATES = [1_000, 10_000, 100_000, 300_000, 0]  # 0 = as fast as the device can push
+
+
+def _sweep_point(rate: int, seconds: float) -> dict:
+    n = int(rate * seconds) if rate else int(1_000_000 * seconds)
+    p = Pipeline(queue_size=65536, overflow="drop_newest")
+    dev = p.add_device(SyntheticDevice("syn", rate=rate, count=n, pattern="counter",
+                                       chunk=256 if rate else 1024))
+    sink = p.add_endpoint(NullEndpoint("sink", latency=True, check_order=False),
+                          subscribe=["syn"])
+    res = measure(p, lambda: dev.state is DeviceState.FINISHED and p.quiescent(), ["sink"])
+    assert res["produced"] == n
+    assert res["sink_handled"] + res["sink_drops"] + res["queue_drops"] == n
+    assert sink.count == res["sink_handled"]
+    res["offered_per_s"] = rate or res["produced"] / res["seconds"]
+    return res
+
+
+@pytest.mark.parametrize("rate", RATES, ids=lambda r: f"{r}/s" if r else "saturation")
+def test_scalar_sweep(benchmark, rate: int) -> None:  # type: ignore[no-untyped-def]
+    seconds = 0.05 if QUICK else (2.0 if rate else 1.5)
+    if QUICK and rate == 1_000:
+        seconds = 0.2
+    res = benchmark.pedantic(_sweep_point, args=(rate, seconds), rounds=1, iterations=1)
+    benchmark.extra_info.update(res)
+
+
+class _Slow(NullEndpoint):
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        for m in batch:  # ~2 us of work per measurement: slower than the device
+            sum(range(40))
+        super().handle_batch(batch)
+
+
+def _overload(n: int) -> dict:
+    qsize = 256 if QUICK else 16384
+    p = Pipeline(queue_size=qsize, overflow="drop_newest")
+    dev = p.add_device(SyntheticDevice("syn", rate=0, count=n, pattern="random",
+                                       array_size=256, chunk=512))
+    p.add_endpoint(_Slow("sink", inbox_size=64 if QUICK else 4096, check_order=False),
+                   subscribe=["syn"])
+    res = measure(p, lambda: dev.state is DeviceState.FINISHED and p.quiescent(), ["sink"])
+    assert res["sink_drops"] + res["queue_drops"] > 0, "not overloaded"
+    assert res["queue_high_water"] <= qsize + 1
+    res["rss_growth_mb"] = res["rss_peak_mb"] - res["rss_start_mb"]
+    return res
+
+
+def test_overload_memory_stays_bounded(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """1 KiB arrays pushed as fast as possible into a slow endpoint: drops, not memory growth."""
+    n = 2_000 if QUICK else 400_000
+    res = benchmark.pedantic(_overload, args=(n,), rounds=1, iterations=1)
+    benchmark.extra_info.update(res)
