@@ -1,1 +1,1 @@
-"""pytest-benchmark suite comparing radloggerd dataflow designs (not part of the installed package)."""
+"""pytest-benchmark suite comparing radloggerd dataflow designs (not installed)."""

@@ -57,7 +57,7 @@ def test_end_to_end_saturation(benchmark, mode: str) -> None:  # type: ignore[no
 def run_latency(rate: float, seconds: float) -> dict[str, float]:
     p = Pipeline()
     n = int(rate * seconds)
-    dev = p.add_device(SyntheticDevice("syn", rate=rate, count=n, pattern="counter", chunk=64))
+    p.add_device(SyntheticDevice("syn", rate=rate, count=n, pattern="counter", chunk=64))
     sink = p.add_endpoint(NullEndpoint("sink", latency=True), subscribe=["syn"])
     p.start()
     _wait(lambda: sink.count >= n)

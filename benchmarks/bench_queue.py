@@ -6,6 +6,7 @@ Run: ``python -m pytest benchmarks/bench_queue.py --benchmark-enable --benchmark
 from __future__ import annotations
 
 import pytest
+
 from benchmarks.benchutil import scaled
 from benchmarks.queues import CONTENDERS
 

@@ -44,7 +44,7 @@ def test_scalar_sweep(benchmark, rate: int) -> None:  # type: ignore[no-untyped-
 
 class _Slow(NullEndpoint):
     def handle_batch(self, batch: list[Measurement]) -> None:
-        for m in batch:  # ~2 us of work per measurement: slower than the device
+        for _ in batch:  # ~2 us of work per measurement: slower than the device
             sum(range(40))
         super().handle_batch(batch)
 

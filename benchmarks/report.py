@@ -52,7 +52,8 @@ def table(data: dict[str, Any]) -> str:
         lat = (f"{info['p50_us']:.0f} / {info['p99_us']:.0f}" if "p99_us" in info else "")
         drops = info.get("sink_drops", 0) + info.get("queue_drops", 0) if (
             "sink_drops" in info or "queue_drops" in info) else ""
-        rows.append(f"| `{b['fullname'].split('::', 1)[-1]}` ({Path(b['fullname'].split('::')[0]).stem}) "
+        module = Path(b["fullname"].split("::")[0]).stem
+        rows.append(f"| `{b['fullname'].split('::', 1)[-1]}` ({module}) "
                     f"| {_fmt(rate) if rate else ''} | {lat} | {drops} | {b['stats']['min']:.4f} |")
     m = data.get("machine_info", {})
     rows.append("")

@@ -17,7 +17,8 @@ class Backoff:
     def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
                  jitter: float = 0.1, max_retries: int = 0, rng: random.Random | None = None):
         if initial < 0 or maximum < 0 or factor < 1 or not 0 <= jitter < 1:
-            raise ValueError("backoff needs initial >= 0, maximum >= 0, factor >= 1, 0 <= jitter < 1")
+            raise ValueError("backoff needs initial >= 0, maximum >= 0, factor >= 1, "
+                             "0 <= jitter < 1")
         self.initial = initial
         self.maximum = maximum
         self.factor = factor

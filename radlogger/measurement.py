@@ -49,7 +49,7 @@ class Measurement:
         self.seq = seq
 
     def derive(self, source: str, topic: str, value: Any, unit: str = "",
-               meta: dict[str, Any] | None = None) -> "Measurement":
+               meta: dict[str, Any] | None = None) -> Measurement:
         """A new measurement computed from this one (processing endpoints).
 
         Keeps the original wall-clock and device timestamps so a spectrum carries the

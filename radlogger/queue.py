@@ -213,7 +213,7 @@ class LocklessQueue(Generic[T]):
         self._ready.set()
 
     def close(self) -> None:
-        """Refuse further puts (they are counted as shutdown drops) and release blocked producers."""
+        """Refuse further puts (counted as shutdown drops) and release blocked producers."""
         self._closed = True
         self.capacity = 0  # every later put takes the cold path and is counted as a shutdown drop
         with self._room:

@@ -22,7 +22,7 @@ class SlowEndpoint(NullEndpoint):
     kind = "slow"
 
     def handle_batch(self, batch: list[Measurement]) -> None:
-        time.sleep(0.0005 * len(batch) / 16)  # simulated work: this is the endpoint, not a test wait
+        time.sleep(0.0005 * len(batch) / 16)  # simulated work of the endpoint, not a wait
         super().handle_batch(batch)
 
 
