@@ -105,13 +105,16 @@ class Broker:
     def unsubscribe_owner(self, owner: Any) -> None:
         """Remove every subscription of ``owner`` (an endpoint being removed on reload)."""
         with self._lock:
-            gone = [(p, fn) for p, o, fn in self._patterns if o is owner]
+            gone = [fn for _, o, fn in self._patterns if o is owner]
             self._patterns = [t for t in self._patterns if t[1] is not owner]
-            fns = {id(fn) for _, fn in gone}
-            self._globs = [g for g in self._globs if id(g[1]) not in fns]
+            # bound methods compare equal (same object and function), not identical
+            self._globs = [g for g in self._globs if g[1] not in gone]
             self._routed.clear()
-            for _, fn in gone:
-                self.publisher.unsubAll(listenerFilter=lambda lis, fn=fn: lis.getCallable() == fn)
+
+            def mine(listener: Any) -> bool:
+                return listener.getCallable() in gone
+
+            self.publisher.unsubAll(listenerFilter=mine)
 
     def has_subscribers(self, topic: str) -> bool:
         try:

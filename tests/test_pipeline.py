@@ -236,3 +236,22 @@ def test_unrouted_measurements_are_counted() -> None:
     run_to_end(p, dev)
     s = p.snapshot()["producers"]["d"]
     assert s["published"] == 50 and s["unrouted"] == 50
+
+
+def test_endpoints_added_and_removed_while_running() -> None:
+    """What a configuration reload does: the removed endpoint stops receiving, nothing is lost."""
+    p = Pipeline()
+    first = p.add_endpoint(NullEndpoint("first"), subscribe=["d", "*.value"])
+    p.start()
+    out = p.outlet("d")
+    for i in range(100):
+        out.push(Measurement("d", "d.value", i))
+    wait_for(lambda: first.count == 100)
+    p.remove_endpoint("first", time.monotonic() + 5)
+    second = p.add_endpoint(NullEndpoint("second"), subscribe=["*.value"])
+    for i in range(100, 150):
+        out.push(Measurement("d", "d.value", i))
+    wait_for(lambda: second.count == 50)
+    assert p.stop(5)
+    assert first.count == 100 and first.stats.received == 100
+    assert not p.broker.has_subscribers("d.other")
