@@ -1,0 +1,424 @@
+"""The pico2-ice driver: upload a bitstream, follow the board's lines, publish the count.
+
+One evaluation: wait for ``Waiting for bitstream transfer``, write the 104,090 bytes in 512-byte
+chunks, follow ``Received ... / Flashing FPGA / FPGA Flash times ... / pulses: N`` (or
+``samples: ...`` from the variance firmware), publish one measurement on ``<name>.pulses`` or
+``<name>.variance``.  Every evaluation that does not end in a count is published on
+``<name>.failure`` (value: the reason; meta ``ok = False``) and counted in ``failures``, so a
+store of the three topics accounts for every bitstream taken from the source:
+
+=============== ===============================================================================
+reason          what happened (the board keeps going unless noted)
+=============== ===============================================================================
+wrong_size      not 104,090 bytes: rejected before a single byte is written
+watchdog        the board timed out the transfer (``Watchdog timeout, n bytes received ...``)
+flash_failed    a configuration step reported -1; the count in meta is not trustworthy
+no_result       the board went IDLE / ready again without a result line (garbage instead)
+timeout         no result within ``result_timeout``: the port is re-opened
+upload_timeout  the board stopped taking bytes for ``write_timeout``: re-opened
+disconnected    the port failed (cable pulled) or the board said ``USB Disconnected :(``:
+                re-opened with backoff by the Device base
+stopped         the daemon stopped during the evaluation
+=============== ===============================================================================
+
+Lines that match nothing are counted in ``bad_lines`` and do not end an evaluation by
+themselves.  ``poll`` never blocks longer than ``read_timeout`` (0.1 s) except in a write that
+the board does not drain, which ``interrupt`` cancels.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import time
+from typing import Any
+
+import serial
+
+from radlogger.device import Device, DeviceDone
+from radlogger.options import Option, OptionError
+
+from . import usb as pico_usb
+from .farm import registry
+from .protocol import BITSTREAM_SIZE, CHUNK_SIZE, FIRMWARES, Event, Kind, fitness, parse_line
+from .sources import BitstreamQueue, FileSource, Job, Result, Source
+
+__all__ = ["PicoDevice"]
+
+log = logging.getLogger(__name__)
+
+_IDLE, _UPLOADING, _RUNNING = "idle", "uploading", "running"
+#: most time one poll spends writing before it reads the board's lines again
+_UPLOAD_SLICE_S = 0.1
+_MAX_LINE = 65536
+#: /dev/serial/by-id/usb-tinyVision.ai_pico-ice_<serial>-if00
+_BY_ID = re.compile(r"^usb-.+_([0-9A-Fa-f]{16})-if[0-9]+$")
+
+
+class _BoardGone(ConnectionError):
+    """The board announced ``USB Disconnected :(``."""
+
+
+class _ResultTimeout(TimeoutError):
+    pass
+
+
+class PicoDevice(Device):
+    kind = "pico"
+    summary = "pico2-ice board: uploads FPGA bitstreams, publishes pulse counts or variance fitness"
+    quantities = ("pulses", "variance", "failure")
+    options = (
+        Option("port", str, None, "serial port: a tty path (/dev/ttyACM0, a /dev/serial/by-id "
+               "link) or any pyserial URL (socket://host:port, rfc2217://...)"),
+        Option("serial", str, None, "the board's USB serial number (16 hex digits), resolved to "
+               "its tty through USB discovery at every connect; instead of port"),
+        Option("baudrate", int, 115200, "baud rate (USB CDC ignores it; 1200 would reboot the "
+               "board into BOOTSEL and is refused)", min=1),
+        Option("bitstreams", str, None, "a directory of *.bin bitstreams, or one file, to "
+               "evaluate; unset: bitstreams come from the farm (or none)"),
+        Option("repeat", int, 0, "passes over the bitstreams (0 = forever)", min=0),
+        Option("farm", str, None, "name of the pico_farm device that queues bitstreams here"),
+        Option("firmware", str, "pulsecount", "firmware the board runs (farm reservations of a "
+               "state kind go to boards running it)", choices=FIRMWARES),
+        Option("watchdog", float, 2.0, "the board's transfer watchdog in seconds", min=0.001),
+        Option("count_window", float, 1.0, "the board's count window in seconds", min=0),
+        Option("result_timeout", float, 0.0, "seconds from the end of an upload to the result "
+               "before the port is re-opened (0 = watchdog + count_window + 5)", min=0),
+        Option("ready_timeout", float, 5.0, "seconds of silence without 'Waiting for bitstream "
+               "transfer' before the port is re-opened", min=0.01),
+        Option("read_timeout", float, 0.1, "serial read timeout in seconds", min=0.001, max=0.2),
+        Option("write_timeout", float, 2.0, "seconds a chunk may wait for the board to take it",
+               min=0.01),
+        Option("sysfs_root", str, "/sys", "sysfs mount (serial -> tty mapping)"),
+        Option("dev_root", str, "/dev", "device directory holding the ttys"),
+    )
+
+    #: pyusb backend for ``serial`` lookups (None: libusb); tests put a simulated one here
+    usb_backend: Any = None
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        s = self.settings
+        if bool(s.port) == bool(s.serial):
+            raise OptionError("port", f"device {name}: set exactly one of port (a tty path or "
+                              "pyserial URL) and serial (the board's USB serial number)")
+        if s.baudrate == 1200:
+            raise OptionError("baudrate", "baudrate = 1200 reboots a pico into BOOTSEL; use "
+                              "115200")
+        if s.bitstreams and s.farm:
+            raise OptionError("bitstreams", f"device {name}: bitstreams and farm exclude each "
+                              "other (the farm queues bitstreams itself)")
+        self.queue: BitstreamQueue | None = None
+        self.source: Source | None = None
+        if s.bitstreams:
+            try:
+                self.source = FileSource(s.bitstreams, s.repeat)
+            except OSError as exc:
+                raise OptionError("bitstreams", str(exc)) from None
+        elif s.farm:
+            self.queue = BitstreamQueue(on_put=self._wake_reader)
+            self.source = self.queue
+            registry.register(s.farm, self)
+        self.board_serial: str = s.serial or self._serial_of(s.port)
+        #: the key the farm knows this board by: its serial when known now, else the name
+        self.board_id: str = self.board_serial or name
+        self.result_timeout = s.result_timeout or (s.watchdog + s.count_window + 5.0)
+        # counters (driver thread only)
+        self.evaluations = 0
+        self.failures: collections.Counter[str] = collections.Counter()
+        self.bad_lines: collections.Counter[str] = collections.Counter()
+        self.uploaded_bytes = 0
+        self.cycles = 0
+        self.port_path = ""
+        self._ser: Any = None
+        self._reset_connection()
+
+    # ---------------------------------------------------------------- discovery
+    @classmethod
+    def discover(cls) -> list[dict[str, Any]]:
+        """Boards on USB, every firmware (``radloggerd ports``); needs libusb."""
+        return [dict(d, kind=cls.kind) for d in pico_usb.describe(cls.usb_backend)]
+
+    @property
+    def ready_for_work(self) -> bool:
+        """Connected and idle at the board's ready line (the farm's board test)."""
+        return self._ser is not None and self._ready and self._job is None
+
+    # ---------------------------------------------------------------- lifecycle
+    def _reset_connection(self) -> None:
+        self._buf = bytearray()
+        self._ready = False
+        self._job: Job | None = None
+        self._phase = _IDLE
+        self._pos = 0
+        self._t_up0 = self._t_up1 = 0.0
+        self._deadline = 0.0
+        self._info: dict[str, Any] = {}
+        self._last_activity = time.monotonic()
+
+    def open(self) -> None:
+        s = self.settings
+        if s.serial:
+            port = pico_usb.resolve_serial(s.serial, self.usb_backend, s.sysfs_root, s.dev_root)
+        else:
+            port = s.port
+        self.port_path = port
+        self._ser = serial.serial_for_url(port, baudrate=s.baudrate, timeout=s.read_timeout,
+                                          write_timeout=s.write_timeout, exclusive=True)
+        self._reset_connection()
+        if not self.board_serial:
+            self.board_serial = self._serial_of(port)
+
+    def _serial_of(self, port: str) -> str:
+        """The board's serial from a udev by-id link name, else from sysfs (else "")."""
+        if "://" in port:
+            return ""
+        m = _BY_ID.match(os.path.basename(port))
+        if m:
+            return m.group(1)
+        tty = os.path.basename(os.path.realpath(port))
+        if not tty.startswith("ttyACM"):
+            return ""
+        return pico_usb.serial_of_tty(tty, self.settings.sysfs_root) or ""
+
+    def close(self) -> None:
+        if self._job is not None:
+            self._fail("stopped" if self.stopping else "disconnected", "port closed during the "
+                       "evaluation")
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            ser.close()
+
+    def _wake_reader(self) -> None:
+        """Jobs arrived: end a blocking read early (pyserial's cancel_read; thread-safe)."""
+        cancel = getattr(self._ser, "cancel_read", None)
+        if cancel is not None:
+            cancel()
+
+    def interrupt(self) -> None:
+        ser = self._ser
+        if ser is not None:
+            for cancel in ("cancel_read", "cancel_write"):
+                fn = getattr(ser, cancel, None)
+                if fn is not None:
+                    fn()
+
+    # ---------------------------------------------------------------- the poll loop
+    def poll(self) -> None:
+        try:
+            self._poll()
+        except DeviceDone:
+            raise
+        except Exception as exc:
+            if self._job is not None and not self.stopping:
+                if isinstance(exc, serial.SerialTimeoutException):
+                    reason = "upload_timeout"
+                elif isinstance(exc, _ResultTimeout):
+                    reason = "timeout"
+                else:
+                    reason = "disconnected"
+                self._fail(reason, f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _poll(self) -> None:
+        if self._phase == _UPLOADING:
+            self._upload()
+            self._read(block=False)
+        elif self._ready and self._job is None and self.source is not None:
+            try:
+                job = self.source.get(0)
+            except OSError as exc:  # a source that cannot read: count, keep the board
+                self.failures["source_error"] += 1
+                self._count_error_quietly(f"bitstream source: {exc}")
+                job = None
+            if job is not None:
+                self._start(job)
+                self._read(block=False)
+            elif self.source.exhausted:
+                raise DeviceDone
+            else:
+                # wait on the board, not the queue: a read notices an unplugged idle board,
+                # and the queue's put cancels the read so a new job starts at once
+                self._read(block=True)
+        else:
+            self._read(block=True)
+        self._check_timeouts()
+
+    def _start(self, job: Job) -> None:
+        if len(job.data) != BITSTREAM_SIZE:
+            self._job = job
+            self._fail("wrong_size", f"{len(job.data)} bytes; a pico2-ice bitstream has "
+                       f"{BITSTREAM_SIZE}", size=len(job.data))
+            return
+        self._job = job
+        self._phase = _UPLOADING
+        self._ready = False
+        self._pos = 0
+        self._info = {}
+        self._t_up0 = time.monotonic()
+        self._upload()
+
+    def _upload(self) -> None:
+        job = self._job
+        assert job is not None
+        data = memoryview(job.data)
+        write = self._ser.write
+        pos = start = self._pos
+        until = time.monotonic() + _UPLOAD_SLICE_S
+        while pos < BITSTREAM_SIZE and not self.stopping:  # cancel_write ends one write only
+            write(data[pos:pos + CHUNK_SIZE])
+            pos += CHUNK_SIZE
+            if time.monotonic() >= until:
+                break
+        pos = min(pos, BITSTREAM_SIZE)
+        self._pos = pos
+        self.uploaded_bytes += pos - start
+        if pos >= BITSTREAM_SIZE:
+            self._t_up1 = time.monotonic()
+            self._phase = _RUNNING
+            self._deadline = self._t_up1 + self.result_timeout
+
+    def _read(self, block: bool) -> None:
+        ser = self._ser
+        waiting = ser.in_waiting
+        if not waiting and not block:
+            return
+        data = ser.read(waiting or 1)
+        if not data:
+            return
+        self._last_activity = time.monotonic()
+        buf = self._buf
+        buf += data
+        if b"\n" not in data:
+            if len(buf) > _MAX_LINE:
+                self._bad_line("overlong", bytes(buf[:80]))
+                buf.clear()
+            return
+        *lines, rest = buf.split(b"\n")
+        self._buf = bytearray(rest)
+        for raw in lines:
+            self._on_event(parse_line(raw.decode("ascii", "replace")))
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        if self._phase == _RUNNING and now > self._deadline:
+            raise _ResultTimeout(f"no result {self.result_timeout:.1f}s after the upload")
+        if (self._phase == _IDLE and not self._ready
+                and now - self._last_activity > self.settings.ready_timeout):
+            raise TimeoutError(f"no 'Waiting for bitstream transfer' within "
+                               f"{self.settings.ready_timeout}s (is the pulse-count firmware "
+                               f"running?)")
+
+    # ---------------------------------------------------------------- protocol events
+    def _on_event(self, ev: Event) -> None:
+        kind = ev.kind
+        if kind is Kind.READY:
+            if self._job is not None and self._phase == _RUNNING:
+                self._fail("no_result", "the board was ready again without a result line")
+            self._ready = True
+        elif kind is Kind.RECEIVED:
+            self._info["upload_us"] = ev.value
+        elif kind is Kind.FLASH_TIMES:
+            self._info["flash"] = ev.value
+            if ev.value.pulses is not None:
+                self._complete("pulses", ev.value.pulses, "pulses")
+        elif kind is Kind.PULSES:
+            self._complete("pulses", ev.value, "pulses")
+        elif kind is Kind.SAMPLES:
+            self._complete("variance", fitness(ev.value), "", n_samples=int(ev.value.size))
+        elif kind is Kind.WATCHDOG:
+            self._ready = False
+            if self._job is not None:
+                self._fail("watchdog", f"the board received {ev.value} of {BITSTREAM_SIZE} "
+                           "bytes", bytes_received=ev.value)
+            else:
+                self._bad_line("stray_watchdog", f"Watchdog timeout, {ev.value} bytes")
+        elif kind is Kind.IDLE:
+            if self._job is not None and self._phase == _RUNNING:
+                self._fail("no_result", "the board went IDLE without a result line")
+        elif kind is Kind.RECONNECTED:
+            self.cycles += 1
+        elif kind is Kind.DISCONNECTED:
+            raise _BoardGone("the board reported 'USB Disconnected :('")
+        elif kind is Kind.GARBAGE:
+            self._bad_line("garbage", ev.value)
+        # CONNECTED, STARTED, RECEIVING, FLASHING, SAMPLING, EMPTY: progress only
+
+    def _bad_line(self, why: str, text: Any) -> None:
+        self.bad_lines[why] += 1
+        self._count_error_quietly(f"{why} line: {text!r:.80}")
+
+    def _count_error_quietly(self, what: str) -> None:
+        stats = getattr(self.outlet, "stats", None)
+        if stats is not None:
+            stats.errors += 1
+        self.last_error = what
+        log.debug("device %s: %s", self.name, what)
+
+    # ---------------------------------------------------------------- results
+    def _meta(self, job: Job) -> dict[str, Any]:
+        meta: dict[str, Any] = {"evaluation": job.eval_id, "serial": self.board_serial,
+                                "state": self.settings.firmware, "port": self.port_path}
+        if self._t_up1:
+            meta["upload_s"] = self._t_up1 - self._t_up0
+        if "upload_us" in self._info:
+            meta["upload_us"] = self._info["upload_us"]
+        flash = self._info.get("flash")
+        if flash is not None:
+            meta["flash_us"] = flash.as_dict()
+        meta.update(job.meta)
+        return meta
+
+    def _complete(self, quantity: str, value: float | int, unit: str, **extra: Any) -> None:
+        job = self._job
+        if job is None or self._phase != _RUNNING:
+            self._bad_line("unexpected_result", f"{quantity} {value}")
+            return
+        flash = self._info.get("flash")
+        if flash is not None and flash.failed_steps:
+            self._fail("flash_failed", f"failed steps: {', '.join(flash.failed_steps)}",
+                       **{quantity: value})
+            return
+        meta = self._meta(job)
+        meta.update(extra)
+        meta["ok"] = True
+        self._info = {}
+        self._job = None
+        self._phase = _IDLE
+        self._t_up1 = 0.0
+        self.evaluations += 1
+        self.emit(quantity, value, unit=unit, meta=meta)
+        self._notify(job, Result(job.eval_id, True, value, "", meta))
+
+    def _fail(self, reason: str, detail: str = "", **extra: Any) -> None:
+        job = self._job
+        if job is None:
+            return
+        meta = self._meta(job)
+        meta.update(extra)
+        meta.update(ok=False, reason=reason, detail=detail)
+        self._info = {}
+        self._job = None
+        self._phase = _IDLE
+        self._t_up1 = 0.0
+        self.failures[reason] += 1
+        self._count_error_quietly(f"evaluation {job.eval_id} failed: {reason}: {detail}")
+        self.emit("failure", reason, meta=meta)
+        self._notify(job, Result(job.eval_id, False, None, reason, meta))
+
+    def _notify(self, job: Job, result: Result) -> None:
+        if job.done is None:
+            return
+        try:
+            job.done(result)
+        except Exception:  # noqa: BLE001 - a consumer's bug must not stop the board
+            log.exception("device %s: result callback for %s failed", self.name, job.eval_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Driver counters for stats and the farm's device list."""
+        return {"evaluations": self.evaluations, "failures": dict(self.failures),
+                "bad_lines": dict(self.bad_lines), "uploaded_bytes": self.uploaded_bytes,
+                "serial": self.board_serial, "port": self.port_path,
+                "queued": len(self.queue) if self.queue is not None else None}
