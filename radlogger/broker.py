@@ -78,7 +78,11 @@ class Broker:
         self._globs: list[tuple[str, Callable[..., None]]] = []
         self._known_topics: set[str] = set()
         self._routed: dict[str, bool] = {}
-        self._lock = threading.Lock()  # guards subscription changes against has_subscribers
+        self._demand: dict[str, bool] = {}
+        self._resolving: set[str] = set()
+        # guards subscription changes; re-entrant because demand resolution recurses through
+        # processing endpoints' wants() back into has_demand()
+        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = False
         self.busy = False
@@ -94,6 +98,7 @@ class Broker:
         with self._lock:
             self._patterns.append((pattern, owner, listener))
             self._routed.clear()
+            self._demand.clear()
             if is_glob(pattern):
                 self._globs.append((pattern, listener))
                 for topic in self._known_topics:
@@ -110,6 +115,7 @@ class Broker:
             # bound methods compare equal (same object and function), not identical
             self._globs = [g for g in self._globs if g[1] not in gone]
             self._routed.clear()
+            self._demand.clear()
 
             def mine(listener: Any) -> bool:
                 return listener.getCallable() in gone
@@ -125,6 +131,37 @@ class Broker:
             routed = any(pattern_matches(p, topic) for p, _, _ in self._patterns)
             self._routed[topic] = routed
         return routed
+
+    def has_demand(self, topic: str) -> bool:
+        """Whether some subscriber of ``topic`` will actually use it (transitive laziness).
+
+        A subscriber counts as demand unless it offers the optional capability
+        ``wants(topic) -> bool`` and that says no: a processing endpoint answers from the
+        demand for its own output, so in ``fft -> calibrate -> sink`` removing the sink idles
+        both processors.  A subscription cycle, or a chain deeper than 16, counts as demand.
+        """
+        try:
+            return self._demand[topic]
+        except KeyError:
+            pass
+        with self._lock:
+            if topic in self._resolving or len(self._resolving) >= 16:
+                return True  # a cycle, or an endless chain of derived topics via a glob
+            self._resolving.add(topic)
+            try:
+                demand = False
+                for pattern, owner, _ in self._patterns:
+                    if not pattern_matches(pattern, topic):
+                        continue
+                    wants = getattr(owner, "wants", None)
+                    if wants is None or wants(topic):
+                        demand = True
+                        break
+            finally:
+                self._resolving.discard(topic)
+            if not self._resolving:  # only cache answers not cut short by a cycle
+                self._demand[topic] = demand
+        return demand
 
     def subscriptions(self) -> list[tuple[str, Any]]:
         return [(p, o) for p, o, _ in self._patterns]

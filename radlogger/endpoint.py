@@ -118,7 +118,11 @@ class Endpoint(Configurable):
         return bool(self._outlet.push(m))
 
     def has_subscribers(self, topic: str) -> bool:
-        """Whether anything consumes ``topic``: processing endpoints skip work when not."""
+        """Whether anything will use ``topic``: processing endpoints skip work when not.
+
+        Transitive: a subscriber that is itself a lazy processing endpoint (it implements
+        ``wants(topic)``) counts only if something consumes its own output.
+        """
         return self._has_subscribers(topic)
 
     def bind(self, outlet: Any, has_subscribers: Callable[[str], bool],

@@ -102,7 +102,7 @@ class Pipeline:
         patterns = list(subscribe if subscribe is not None else endpoint.settings.subscribe)
         if endpoint.settings.mode == "pool" and self._pool is None:
             self._pool = ThreadPoolExecutor(self.pool_workers, thread_name_prefix="endpoint-pool")
-        endpoint.bind(self.outlet(endpoint.name), self.broker.has_subscribers,
+        endpoint.bind(self.outlet(endpoint.name), self.broker.has_demand,
                       self._pool if endpoint.settings.mode == "pool" else None)
         self.endpoints[endpoint.name] = endpoint
         if self.running:

@@ -255,3 +255,31 @@ def test_endpoints_added_and_removed_while_running() -> None:
     assert p.stop(5)
     assert first.count == 100 and first.stats.received == 100
     assert not p.broker.has_subscribers("d.other")
+
+
+class LazyDoubler(Doubler):
+    """Declares demand only when its own output is used (the optional wants() capability)."""
+
+    def wants(self, topic: str) -> bool:
+        return self.has_subscribers(topic + "_x2")
+
+
+def test_laziness_is_transitive_through_a_chain() -> None:
+    p = Pipeline()
+    first = p.add_endpoint(LazyDoubler("first"), subscribe=["d.value"])
+    second = p.add_endpoint(LazyDoubler("second"), subscribe=["d.value_x2"])
+    assert not first.has_subscribers("d.value_x2")  # second listens, but nobody listens to it
+    sink = p.add_endpoint(NullEndpoint("sink"), subscribe=["d.value_x2_x2"])
+    assert first.has_subscribers("d.value_x2") and second.has_subscribers("d.value_x2_x2")
+    dev = p.add_device(SyntheticDevice("d", rate=0, count=10, pattern="counter"))
+    run_to_end(p, dev)
+    assert first.computed == second.computed == sink.count == 10
+    p.remove_endpoint("sink", time.monotonic() + 1)
+    assert not first.has_subscribers("d.value_x2")
+
+
+def test_subscription_cycles_count_as_demand() -> None:
+    p = Pipeline()
+    a = p.add_endpoint(LazyDoubler("a"), subscribe=["x.v"])
+    p.add_endpoint(LazyDoubler("b"), subscribe=["x"])  # b consumes its own output, forever
+    assert a.has_subscribers("x.v_x2")  # terminates, conservatively demanded

@@ -1,0 +1,133 @@
+"""The ``calibrate`` endpoint: spectra in dB full scale -> dBm.
+
+``dBm = dBFS + reflevel + 15.7678`` where ``reflevel`` comes from the instrument's
+reference-level context (``meta["reflevel"]``) and 15.7678 dB is the WSA4000's
+reference-level error constant (``20*log10(2**13) - 62.5``).  When the packet's trailer says
+the spectrum is inverted (``meta["spectral_inversion"]``) bin k and bin -k swap; the DC bin,
+spoiled by the receiver's DC offset, becomes the mean of its two neighbours.
+
+Why the flip is ``roll(x[::-1], 1)`` and not ``x[::-1]``: after fftshift, index i holds
+frequency bin ``i - N/2``; inverting maps bin k to -k, i.e. index i to ``(N - i) mod N``.  A
+plain reversal would put every component one bin off.
+
+Batched and lazy like ``fft``: rows of equal length are corrected as one 2-D array, and with
+nothing using the output no work is done (counted in :attr:`skipped`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from radlogger.broker import TOPIC_RE
+from radlogger.endpoint import Endpoint
+from radlogger.measurement import Measurement
+from radlogger.options import Option, OptionError
+
+from .lazy import demanded
+
+__all__ = ["CalibrateEndpoint", "REFLEVEL_ERROR", "flip_spectrum", "repair_dc"]
+
+REFLEVEL_ERROR = 15.7678
+
+
+def flip_spectrum(rows: np.ndarray) -> np.ndarray:
+    """Swap bin k and bin -k of fftshifted rows (the last axis)."""
+    return np.roll(rows[..., ::-1], 1, axis=-1)
+
+
+def repair_dc(rows: np.ndarray) -> None:
+    """In place: the centre bin of fftshifted rows becomes the mean of its neighbours."""
+    n = rows.shape[-1]
+    if n >= 3:
+        c = n // 2
+        rows[..., c] = 0.5 * (rows[..., c - 1] + rows[..., c + 1])
+
+
+class CalibrateEndpoint(Endpoint):
+    kind = "calibrate"
+    summary = "spectra in dBFS -> dBm: reference level + 15.7678 dB, inversion flip, DC repair"
+    produces = ("{topic}_dbm",)
+    options = (
+        Option("suffix", str, "_dbm", "appended to the input topic to name the output topic"),
+        Option("correction", float, REFLEVEL_ERROR, "reference-level error constant in dB"),
+        Option("reflevel", float, None, "reference level in dBm for spectra whose packets "
+               "carry none (unset: such spectra are errors)"),
+        Option("flip_inversion", bool, True, "flip spectra marked spectrally inverted"),
+        Option("repair_dc", bool, True, "replace the DC bin by the mean of its neighbours"),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        if not TOPIC_RE.match(f"dev.spectrum{self.settings.suffix}"):
+            raise OptionError("suffix", f"suffix = {self.settings.suffix!r}: the output topic "
+                              "<input><suffix> must stay a topic, e.g. _dbm")
+        self.produces = ("{topic}" + self.settings.suffix.replace("{", "{{").replace("}", "}}"),)
+        self.calibrated = 0
+        self.flipped = 0
+        self.skipped = 0
+        self._out: dict[str, str] = {}
+
+    def out_topic(self, topic: str) -> str:
+        out = self._out.get(topic)
+        if out is None:
+            out = self._out[topic] = topic + self.settings.suffix
+        return out
+
+    def _reflevel(self, m: Measurement) -> float:
+        meta = m.meta or {}
+        ref = meta.get("reflevel", self.settings.reflevel)
+        if ref is None:
+            raise ValueError(f"{m.topic}: no reference level (the instrument sent no "
+                             "reflevel context yet); set 'reflevel' on this endpoint to assume "
+                             "one")
+        return float(ref)
+
+    def wants(self, topic: str) -> bool:
+        """Lazy-chain capability: ``topic`` is worth sending here only if our output is used."""
+        return demanded(self, self.out_topic(topic))
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        s = self.settings
+        groups: dict[int, list[tuple[int, float, bool]]] = {}
+        live: dict[str, bool] = {}
+        for idx, m in enumerate(batch):
+            out = self.out_topic(m.topic)
+            wanted = live.get(out)
+            if wanted is None:
+                wanted = live[out] = demanded(self, out)
+            if not wanted:
+                self.skipped += 1
+                continue
+            try:
+                value = m.value
+                if getattr(value, "ndim", 0) != 1 or value.dtype.kind != "f":
+                    raise ValueError(f"{m.topic}: expected a 1-D real spectrum, got "
+                                     f"{type(value).__name__} {getattr(value, 'shape', '')}")
+                ref = self._reflevel(m)
+            except ValueError as exc:
+                self.item_failed(m, exc)
+                continue
+            inverted = bool(m.meta.get("spectral_inversion")) if m.meta else False
+            groups.setdefault(value.shape[0], []).append((idx, ref, inverted))
+        results: dict[int, np.ndarray] = {}
+        for items in groups.values():
+            idxs = [i for i, _, _ in items]
+            rows = np.stack([batch[i].value for i in idxs]).astype(np.float32)
+            offsets = np.array([r for _, r, _ in items], dtype=np.float32) + \
+                np.float32(s.correction)
+            rows += offsets[:, None]
+            if s.flip_inversion:
+                inv = np.array([v for _, _, v in items], dtype=bool)
+                if inv.any():
+                    rows[inv] = flip_spectrum(rows[inv])
+                    self.flipped += int(inv.sum())
+            if s.repair_dc:
+                repair_dc(rows)
+            for row, i in enumerate(idxs):
+                results[i] = rows[row]
+        for i in sorted(results):
+            m = batch[i]
+            self.calibrated += 1
+            self.publish(m.derive(self.name, self.out_topic(m.topic), results[i], "dBm"))

@@ -1,0 +1,258 @@
+"""The ``spectrum`` sink: keeps the latest spectra with their frequency axis, stores, renders.
+
+Per input topic it keeps a ring of the last ``history`` spectra (the waterfall) and the latest
+one with its frequency axis; it appends every spectrum to a store in ``directory`` (``npy``:
+one growing record file per topic and FFT size; ``npz``: one compressed file per flush; see
+``store.py``) and renders ``<topic>.png`` (latest spectrum + waterfall) every
+``render_interval`` seconds, at stop, and on demand through :meth:`SpectrumSink.render`.
+
+Frequency axis: centre ``meta["rf_freq"]``; span ``meta["bandwidth"]`` (the digitizer
+bandwidth context) or, with ``span_from = decimation``, ``full_bw / meta["decimation"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radlogger.endpoint import Endpoint
+from radlogger.measurement import Measurement
+from radlogger.options import Option
+
+from .plot import render_png
+from .store import NpyAppender, frequency_axis, record_dtype, write_npz
+
+__all__ = ["SpectrumSink", "Track"]
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class Track:
+    """What the sink holds for one topic (and one FFT size)."""
+
+    def __init__(self, topic: str, n: int, history: int) -> None:
+        self.topic = topic
+        self.n = n
+        self.history = np.full((history, n), np.nan, dtype=np.float32)
+        self.times = np.zeros(history, dtype=np.int64)
+        self.count = 0
+        self.latest: np.ndarray | None = None
+        self.meta: dict[str, Any] = {}
+        self.unit = ""
+        self.rf_freq = 0.0
+        self.span = 1.0
+        self.freqs = frequency_axis(0.0, 1.0, n)
+        self.pending: list[tuple[int, int, float, float, np.ndarray]] = []
+
+    def add(self, m: Measurement, rf_freq: float, span: float) -> None:
+        row = self.count % len(self.history)
+        self.history[row] = m.value
+        self.times[row] = m.t_ns
+        self.count += 1
+        self.latest = self.history[row]
+        self.meta = m.meta or {}
+        self.unit = m.unit
+        if rf_freq != self.rf_freq or span != self.span:
+            self.rf_freq, self.span = rf_freq, span
+            self.freqs = frequency_axis(rf_freq, span, self.n)
+
+    def ordered(self) -> tuple[np.ndarray, np.ndarray]:
+        """History rows oldest first and their host times."""
+        h = len(self.history)
+        if self.count <= h:
+            return self.history[:self.count], self.times[:self.count]
+        start = self.count % h
+        order = np.r_[start:h, 0:start]
+        return self.history[order], self.times[order]
+
+
+class SpectrumSink(Endpoint):
+    kind = "spectrum"
+    summary = "keeps, stores (.npy/.npz) and renders (PNG: latest + waterfall) spectra"
+    options = (
+        Option("directory", str, None, "where to store spectra and PNGs (unset: keep in "
+               "memory only)"),
+        Option("format", str, "npy", "store format: npy (one appendable record file per "
+               "topic) or npz (one compressed file per flush); none to only render",
+               choices=("npy", "npz", "none")),
+        Option("flush_rows", int, 256, "spectra buffered per topic before they are written",
+               min=1),
+        Option("history", int, 200, "spectra kept per topic for the waterfall", min=1),
+        Option("render_interval", float, 0.0, "seconds between PNG renders (0 = only on "
+               "demand and at stop)", min=0),
+        Option("render_on_stop", bool, True, "render the PNGs when the sink stops"),
+        Option("span_from", str, "context", "span of the frequency axis: the bandwidth "
+               "context, or full_bw / decimation", choices=("context", "decimation")),
+        Option("full_bw", float, 125e6, "undecimated bandwidth in Hz (span_from = "
+               "decimation, or when a spectrum carries no bandwidth)", min=0),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        s = self.settings
+        self.directory = Path(s.directory) if s.directory else None
+        self.tracks: dict[str, Track] = {}
+        self.stored = 0
+        self.renders = 0
+        self.files: set[Path] = set()
+        self._appenders: dict[tuple[str, int], NpyAppender] = {}
+        self._lock = threading.RLock()  # tracks: the worker adds, render() may read
+        self._next_render = 0.0
+        self._timer: threading.Timer | None = None
+        self._timer_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- lifecycle
+    def open(self) -> None:
+        if self.directory is not None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OSError(f"spectrum sink {self.name}: cannot create directory "
+                              f"{self.directory}: {exc.strerror}; fix 'directory'") from None
+        self._next_render = time.monotonic() + self.settings.render_interval
+
+    def flush(self) -> None:
+        with self._lock:
+            for track in self.tracks.values():
+                self._write(track)
+
+    def close(self) -> None:
+        with self._timer_lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if self.settings.render_on_stop and self.directory is not None:
+            self.render()
+
+    # ---------------------------------------------------------------- data
+    def _axis(self, meta: dict[str, Any]) -> tuple[float, float]:
+        s = self.settings
+        rf = float(meta.get("rf_freq", 0.0))
+        if s.span_from == "context" and meta.get("bandwidth"):
+            return rf, float(meta["bandwidth"])
+        return rf, s.full_bw / max(1, int(meta.get("decimation", 1) or 1))
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        with self._lock:
+            for m in batch:
+                value = m.value
+                if getattr(value, "ndim", 0) != 1 or getattr(value, "dtype", None) is None \
+                        or value.dtype.kind != "f":
+                    self.item_failed(m, ValueError(f"{m.topic}: expected a 1-D real spectrum, "
+                                                   f"got {type(value).__name__}"))
+                    continue
+                n = value.shape[0]
+                track = self.tracks.get(m.topic)
+                if track is None or track.n != n:
+                    if track is not None:
+                        self._write(track)
+                    track = self.tracks[m.topic] = Track(m.topic, n, self.settings.history)
+                meta = m.meta or {}
+                rf, span = self._axis(meta)
+                track.add(m, rf, span)
+                if self.directory is not None and self.settings.format != "none":
+                    dt = m.device_time
+                    track.pending.append((m.t_ns, -1 if dt is None else int(dt), rf, span,
+                                          value))
+                    if len(track.pending) >= self.settings.flush_rows:
+                        self._write(track)
+        if self.settings.render_interval and self.directory is not None:
+            self._render_due()
+
+    def _render_due(self) -> None:
+        """Render now if the interval has passed, else make sure a timer renders the data
+        we just got when it has (a burst followed by silence still gets drawn)."""
+        now = time.monotonic()
+        with self._timer_lock:
+            if now < self._next_render:
+                if self._timer is None:
+                    self._timer = threading.Timer(self._next_render - now, self._on_timer)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._next_render = now + self.settings.render_interval
+        self.render()
+
+    def _on_timer(self) -> None:
+        with self._timer_lock:
+            self._timer = None
+            self._next_render = time.monotonic() + self.settings.render_interval
+        try:
+            self.render()
+        except Exception as exc:  # noqa: BLE001 - a timer thread has nobody to raise to
+            self.stats.errors += 1
+            log.error("spectrum sink %s: render failed: %s", self.name, exc)
+
+    def _write(self, track: Track) -> None:
+        if not track.pending or self.directory is None:
+            return
+        rows, track.pending = track.pending, []
+        records = np.empty(len(rows), dtype=record_dtype(track.n))
+        records["t_ns"] = [r[0] for r in rows]
+        records["device_time"] = [r[1] for r in rows]
+        records["rf_freq"] = [r[2] for r in rows]
+        records["span"] = [r[3] for r in rows]
+        records["dbm"] = np.stack([r[4] for r in rows])
+        stem = _SAFE.sub("_", track.topic) + f"_N{track.n}"
+        if self.settings.format == "npz":
+            path = write_npz(self.directory / f"{stem}_{rows[0][0]}.npz", records)
+        else:
+            key = (track.topic, track.n)
+            app = self._appenders.get(key)
+            if app is None:
+                app = self._appenders[key] = NpyAppender(self.directory / f"{stem}.npy",
+                                                         records.dtype)
+            app.append(records)
+            path = app.path
+        self.files.add(path)
+        self.stored += len(rows)
+
+    # ---------------------------------------------------------------- queries
+    def latest(self, topic: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+        """(frequencies in Hz, latest spectrum, its meta) of ``topic``, or None."""
+        with self._lock:
+            track = self.tracks.get(topic)
+            if track is None or track.latest is None:
+                return None
+            return track.freqs.copy(), track.latest.copy(), dict(track.meta)
+
+    def waterfall(self, topic: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows oldest first, host times in ns) of ``topic``, or None."""
+        with self._lock:
+            track = self.tracks.get(topic)
+            if track is None or not track.count:
+                return None
+            rows, times = track.ordered()
+            return rows.copy(), times.copy()
+
+    def render(self, directory: str | Path | None = None) -> list[Path]:
+        """Write ``<topic>.png`` for every topic with data; returns the files written."""
+        target = Path(directory) if directory is not None else self.directory
+        if target is None:
+            raise ValueError(f"spectrum sink {self.name}: no directory to render into; set "
+                             "'directory' or pass one")
+        written = []
+        snapshot: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]] = []
+        with self._lock:
+            for t in self.tracks.values():
+                if t.latest is not None:
+                    rows, times = t.ordered()
+                    snapshot.append((t.topic, t.freqs.copy(), t.latest.copy(), rows.copy(),
+                                     times.copy(), t.unit))
+        for topic, freqs, latest, rows, times, unit in snapshot:
+            age = (int(times[-1]) - int(times[0])) / 1e9 if len(times) > 1 else 0.0
+            path = target / f"{_SAFE.sub('_', topic)}.png"
+            render_png(path, f"{topic}  ({len(rows)} spectra)", freqs, latest, rows, age,
+                       unit or "dB")
+            written.append(path)
+            with self._timer_lock:
+                self.renders += 1
+        return written

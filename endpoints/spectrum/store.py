@@ -1,0 +1,110 @@
+"""Spectrum files: an appendable ``.npy`` of records, or one ``.npz`` per flush.
+
+Each record holds ``t_ns`` (host clock), ``device_time`` (instrument clock, ns; -1 when
+unknown), ``rf_freq`` and ``span`` (Hz; the frequency axis is
+``rf_freq + (arange(N) - N//2) * span / N``) and ``dbm`` (the N-point spectrum, float32).
+
+Why hand-rolled appending: numpy cannot append to a ``.npy``, and the ``npy-append-array``
+package is not a dependency.  The format (NEP 1) is a magic string, a header length and a
+Python-literal header; the header here is written with room for any row count, so appending
+is "write rows at the end, rewrite the fixed-size header".  ``np.load`` reads the result, also
+with ``mmap_mode="r"`` while the logger is still writing.  An existing file with the same
+record layout is appended to after a restart; a different layout gets a new file name.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["record_dtype", "NpyAppender", "write_npz", "frequency_axis"]
+
+_MAGIC = b"\x93NUMPY\x01\x00"
+
+
+def record_dtype(n: int) -> np.dtype:
+    return np.dtype([("t_ns", "<i8"), ("device_time", "<i8"), ("rf_freq", "<f8"),
+                     ("span", "<f8"), ("dbm", "<f4", (n,))])
+
+
+def frequency_axis(rf_freq: float, span: float, n: int) -> np.ndarray:
+    """Bin centre frequencies (Hz) of an fftshifted N-point spectrum."""
+    return rf_freq + (np.arange(n) - n // 2) * (span / n)
+
+
+def _header(dtype: np.dtype, rows: int, size: int | None = None) -> bytes:
+    descr = np.lib.format.dtype_to_descr(dtype)
+    text = repr({"descr": descr, "fortran_order": False, "shape": (rows,)})
+    if size is None:  # room for 10**15 rows, aligned to 64 bytes like numpy's own writer
+        longest = len(repr({"descr": descr, "fortran_order": False, "shape": (10 ** 15,)}))
+        size = -(-(len(_MAGIC) + 2 + longest + 1) // 64) * 64
+    pad = size - len(_MAGIC) - 2 - len(text) - 1
+    if pad < 0:
+        raise ValueError("npy header does not fit")
+    return _MAGIC + struct.pack("<H", size - len(_MAGIC) - 2) + text.encode("latin1") + \
+        b" " * pad + b"\n"
+
+
+def _read_header(path: Path) -> tuple[np.dtype, int, int] | None:
+    """(dtype, rows, header size) of an .npy we can append to, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(10)
+            if len(head) < 10 or head[:8] != _MAGIC:
+                return None
+            hlen = struct.unpack("<H", head[8:10])[0]
+            meta = ast.literal_eval(f.read(hlen).decode("latin1"))
+        dtype = np.lib.format.descr_to_dtype(meta["descr"])
+        rows = int(meta["shape"][0])
+    except (OSError, ValueError, SyntaxError, KeyError, IndexError, TypeError):
+        return None
+    size = 10 + hlen
+    if os.path.getsize(path) < size + rows * dtype.itemsize:
+        return None
+    return dtype, rows, size
+
+
+class NpyAppender:
+    """Appends records to ``path`` (see the module docstring)."""
+
+    def __init__(self, path: Path, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        existing = _read_header(path) if path.exists() else None
+        if path.exists() and (existing is None or existing[0] != dtype):
+            stem, k = path.stem, 1
+            while path.exists():
+                path = path.with_name(f"{stem}.{k}.npy")
+                k += 1
+            existing = None
+        self.path = path
+        if existing is None:
+            self.rows = 0
+            self._hsize = len(_header(dtype, 0))
+            with open(path, "wb") as f:
+                f.write(_header(dtype, 0, self._hsize))
+        else:
+            _, self.rows, self._hsize = existing
+            with open(path, "r+b") as f:  # drop a partial row left by a crash
+                f.truncate(self._hsize + self.rows * dtype.itemsize)
+
+    def append(self, records: np.ndarray) -> None:
+        if not len(records):
+            return
+        with open(self.path, "r+b") as f:
+            f.seek(self._hsize + self.rows * self.dtype.itemsize)
+            f.write(np.ascontiguousarray(records, dtype=self.dtype).tobytes())
+            self.rows += len(records)
+            f.seek(0)
+            f.write(_header(self.dtype, self.rows, self._hsize))
+
+
+def write_npz(path: Path, records: np.ndarray) -> Path:
+    """One compressed ``.npz`` with one array per record field."""
+    arrays: dict[str, Any] = {name: records[name] for name in records.dtype.names or ()}
+    np.savez_compressed(path, **arrays)
+    return path
