@@ -47,6 +47,10 @@ class SyntheticDevice(Device):
         self._rng = np.random.default_rng(s.seed)
         self._t0 = 0.0
 
+    @property  # type: ignore[override]
+    def finite(self) -> bool:
+        return bool(self.settings.count)
+
     def open(self) -> None:
         self.connects += 1
         fail = self.settings.fail_connects

@@ -24,7 +24,8 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import groupby
 from operator import attrgetter
 from typing import Any
@@ -83,6 +84,7 @@ class Broker:
         # guards subscription changes; re-entrant because demand resolution recurses through
         # processing endpoints' wants() back into has_demand()
         self._lock = threading.RLock()
+        self._gate = threading.Lock()  # held while a batch is published; see paused()
         self._thread: threading.Thread | None = None
         self._stop = False
         self.busy = False
@@ -209,13 +211,27 @@ class Broker:
             if batch:
                 self.busy = True
                 try:
-                    self.publish(batch)
+                    with self._gate:
+                        self.publish(batch)
                 except Exception:  # noqa: BLE001 - the broker must survive anything
                     log.exception("broker: publishing a batch of %d failed", len(batch))
                 finally:
                     self.busy = False
             elif self._stop and not len(self.queue):
                 return
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the broker between two batches (rewiring subscriptions on reload).
+
+        Swapping an endpoint must be atomic with respect to publishing: a batch published
+        between unsubscribing the old instance and subscribing the new one would miss it, one
+        published while both are subscribed would reach it twice.  Costs the broker one
+        uncontended lock per batch; while paused, devices keep pushing into the bounded,
+        counted queue.
+        """
+        with self._gate:
+            yield
 
     def start(self) -> None:
         self._stop = False

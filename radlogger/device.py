@@ -92,6 +92,9 @@ class Device(Configurable):
 
     #: quantities this driver publishes; topics are ``<name>.<quantity>``
     quantities: tuple[str, ...] = ()
+    #: True when the source can end by itself (raises DeviceDone): replays, counted runs.
+    #: ``radloggerd run --once`` waits for the finite devices and ignores the others.
+    finite: bool = False
 
     base_options = (
         Option("backoff_initial", float, 0.5, "first reconnect delay in seconds", min=0),

@@ -75,6 +75,8 @@ class Endpoint(Configurable):
         self._stopping = False
         self._in_flight = 0
         self._abandoned = False
+        self._flushing = False
+        self._work = threading.Lock()  # one batch (or flush) at a time, whoever runs it
         self._last_batch: list[Measurement] | None = None
         self._thread: threading.Thread | None = None
         self._executor: Executor | None = None
@@ -230,6 +232,10 @@ class Endpoint(Configurable):
             self._process(batch)
 
     def _process(self, batch: list[Measurement]) -> None:
+        with self._work:
+            self._process_locked(batch)
+
+    def _process_locked(self, batch: list[Measurement]) -> None:
         n = len(batch)
         if self._state is EndpointState.FAILED:
             self.stats.drop(DropReason.ENDPOINT_FAILED, n)
@@ -250,6 +256,29 @@ class Endpoint(Configurable):
         if not self._abandoned:  # else already counted as a shutdown drop
             self.stats.handled += n - self._batch_failures
         self._in_flight = 0
+
+    def process_batch(self, batch: list[Measurement]) -> None:
+        """Handle ``batch`` with the base's error isolation and accounting.
+
+        Public for runners other than the endpoint's own worker: a pipeline child process,
+        a worker pool.
+        """
+        self._process(batch)
+
+    def count_dropped(self, reason: str, n: int = 1) -> None:
+        """From ``handle_batch``: ``n`` measurements of this batch were dropped for ``reason``
+        without being an endpoint error (no error policy, no restart), e.g. a child process
+        that could not take them.  They are not counted as handled."""
+        self._batch_failures += n
+        self.stats.drop(reason, n)
+
+    def count_lost(self, reason: str, n: int) -> None:
+        """``n`` measurements counted as handled earlier were lost afterwards (a store that
+        buffered them until a flush that failed for good): move them from handled to dropped.
+        Call from the endpoint's own worker or stop path (``handled`` has a single writer)."""
+        if n > 0:
+            self.stats.handled -= n
+            self.stats.drop(reason, n)
 
     def item_failed(self, m: Measurement, exc: BaseException) -> None:
         """Count one measurement the endpoint could not handle (called from handle_batch)."""
@@ -302,13 +331,33 @@ class Endpoint(Configurable):
             return False
 
     # ---------------------------------------------------------------- stop
+    def flush_for_stop(self, deadline: float) -> bool:
+        """Flush while the pipeline drains (called from the stopping thread when the endpoint
+        is idle); never concurrently with a batch (both hold ``_work``).  False if a batch
+        still running kept it from flushing before ``deadline``."""
+        if self._state is EndpointState.FAILED:
+            return True
+        self._flushing = True  # the pipeline must not call this endpoint idle meanwhile
+        try:
+            if not self._work.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return False
+            try:
+                self._safe(self.flush, "flush")
+            finally:
+                self._work.release()
+            return True
+        finally:
+            self._flushing = False
+
     @property
     def idle(self) -> bool:
         """Nothing in the inbox and nothing being handled."""
-        return not self._inbox and not self._in_flight and not self._scheduled
+        return not (self._inbox or self._in_flight or self._scheduled or self._flushing)
 
     @property
     def pending(self) -> int:
+        if self._abandoned:
+            return 0  # written off as shutdown drops already
         return len(self._inbox) + self._in_flight
 
     def stop(self, deadline: float) -> None:

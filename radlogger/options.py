@@ -106,7 +106,8 @@ class Option:
         if self.min is not None or self.max is not None:
             bits.append(f"range [{'' if self.min is None else self.min}, "
                         f"{'' if self.max is None else self.max}]")
-        bits.append("required" if self.required else f"default {self.format(self.default)}")
+        bits.append("required" if self.required else
+                    f"default {self.format(self.default) or '(empty)'}")
         return f"{self.help} ({'; '.join(bits)})"
 
     @staticmethod

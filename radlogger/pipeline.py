@@ -116,8 +116,10 @@ class Pipeline:
         device.stop(timeout)
 
     def remove_endpoint(self, name: str, deadline: float) -> None:
+        """Unsubscribe (between two broker batches, so no batch is half delivered), drain, close."""
         endpoint = self.endpoints[name]
-        self.broker.unsubscribe_owner(endpoint)
+        with self.broker.paused():
+            self.broker.unsubscribe_owner(endpoint)
         endpoint.stop(deadline)
         del self.endpoints[name]
 
@@ -142,6 +144,21 @@ class Pipeline:
         # A processing endpoint may have published right at the end: check once more.
         return self.quiescent()
 
+    def _flush_outputs(self, deadline: float) -> bool:
+        """Flush endpoints while the queue is still open, so what a processing endpoint holds
+        (a partial integration) is published and travels down its chain, until nothing new
+        is produced (a chain of k processors needs k rounds)."""
+        for _ in range(8):
+            before = sum(s.produced for s in list(self.producers.values()))
+            for endpoint in list(self.endpoints.values()):
+                if not endpoint.flush_for_stop(deadline):
+                    return False
+            if not self.wait_quiescent(deadline):
+                return False
+            if sum(s.produced for s in list(self.producers.values())) == before:
+                return True
+        return self.quiescent()
+
     def stop(self, deadline_s: float = 10.0) -> bool:
         """Ordered, idempotent stop; True if everything drained before the deadline."""
         deadline = time.monotonic() + deadline_s
@@ -150,7 +167,7 @@ class Pipeline:
         for device in self.devices.values():
             if not device.stop(max(0.0, deadline - time.monotonic())):
                 log.error("device %s did not stop before the deadline", device.name)
-        drained = self.wait_quiescent(deadline)
+        drained = self.wait_quiescent(deadline) and self._flush_outputs(deadline)
         self.queue.close()  # late puts are counted as shutdown drops from here on
         self.broker.stop(max(0.0, deadline - time.monotonic()))
         for item in self.queue.drain(len(self.queue) + 1024):  # the broker missed the deadline

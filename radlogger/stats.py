@@ -103,6 +103,8 @@ def format_summary(snapshot: dict[str, Any]) -> str:
     """One line for the periodic and final stats log."""
     parts = [f"queue {snapshot['queue']['depth']}/{snapshot['queue']['capacity']}"]
     for d in snapshot["producers"].values():
+        if not d["produced"] and d["name"] in snapshot["endpoints"]:
+            continue  # an endpoint that publishes nothing is not worth a column
         parts.append(f"{d['name']}[{d['state']}] prod={d['produced']} pub={d['published']} "
                      f"drop={d['dropped']} err={d['errors']}")
     for e in snapshot["endpoints"].values():

@@ -283,3 +283,35 @@ def test_subscription_cycles_count_as_demand() -> None:
     a = p.add_endpoint(LazyDoubler("a"), subscribe=["x.v"])
     p.add_endpoint(LazyDoubler("b"), subscribe=["x"])  # b consumes its own output, forever
     assert a.has_subscribers("x.v_x2")  # terminates, conservatively demanded
+
+
+class Summer(Endpoint):
+    """Holds a running sum and publishes it only when flushed (like a partial integration)."""
+
+    kind = "summer"
+
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, **kw)  # type: ignore[arg-type]
+        self.total = 0
+
+    def handle(self, m: Measurement) -> None:
+        self.total += m.value
+
+    def flush(self) -> None:
+        if self.total:
+            self.publish(Measurement(self.name, "sum.total", self.total))
+            self.total = 0
+
+
+def test_stop_flushes_processing_endpoints_down_their_chain() -> None:
+    p = Pipeline()
+    dev = p.add_device(SyntheticDevice("d", rate=0, count=100, pattern="counter"))
+    p.add_endpoint(Summer("summer"), subscribe=["d"])
+    p.add_endpoint(Doubler("doubler"), subscribe=["sum.total"])
+    sink = p.add_endpoint(NullEndpoint("sink"), subscribe=["sum.total_x2"])
+    got: list[int] = []
+    orig = sink.handle_batch
+    sink.handle_batch = lambda b: (got.extend(m.value for m in b), orig(b))  # type: ignore
+    run_to_end(p, dev)
+    assert got == [2 * sum(range(100))]
+    assert p.balanced()

@@ -1,0 +1,174 @@
+"""WIDAR input stage and lag processing.
+
+* decode + assembly of 1064-byte frames (128 lags, 8 frames per 1024-lag set), the workloads
+  of the VLA's typical aggregate (42,000 frames/s) and one board at gigabit rate (117,000);
+* the same rates received over loopback UDP by the driver in a Pipeline (the simulator in
+  its own process), checking that every frame was received (or counted as a kernel drop);
+* lag sets/s through normalize -> FFT -> integrate, in-process vs in an isolated process
+  (the cost of the process boundary).
+
+Run: ``python -m pytest benchmarks/bench_widar.py --benchmark-enable --benchmark-only``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks.benchutil import QUICK, scaled
+from devices.widar import frames as F
+from devices.widar.assembler import Assembler
+from devices.widar.driver import WidarDevice
+from devices.widar.simulator import WidarSimulator
+from endpoints.lag.fft import LagFFTEndpoint
+from endpoints.lag.integrate import IntegrateEndpoint
+from endpoints.lag.isolated import IsolatedEndpoint
+from endpoints.lag.normalize import LagNormalizeEndpoint
+from endpoints.null import NullEndpoint
+from radlogger.device import DeviceState
+from radlogger.measurement import Measurement
+from radlogger.pipeline import Pipeline
+
+LAGS, LPF = 1024, 128  # 1064-byte frames, 8 per lag set
+
+
+def _wait(predicate, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("benchmark workload did not finish")
+        time.sleep(0.001)
+
+
+def _sim(**kw: Any) -> WidarSimulator:
+    return WidarSimulator(baselines=10, polarizations=("AA", "AB", "BA", "BB"), lags=LAGS,
+                          lags_per_frame=LPF, seed=1, **kw)  # 40 products, 320 frames
+
+
+@pytest.mark.parametrize("frames_per_s", [42_000, 117_000])
+def test_decode_and_assemble(benchmark, frames_per_s: int) -> None:  # type: ignore[no-untyped-def]
+    """One second's worth of frames (disordered within 64-frame windows), batches of 256."""
+    sim = _sim(disorder=64)
+    n = scaled(frames_per_s, 3200) // 320 * 320
+    datagrams = list(sim.datagrams(n // 320))
+    width = F.frame_bytes(LPF)
+    buf = np.frombuffer(b"".join(datagrams), np.uint8).reshape(n, width)
+    lengths = np.full(n, width)
+
+    def run() -> tuple[int, int]:
+        asm = Assembler(LAGS, LPF, timeout=1.0)
+        sets = 0
+        for lo in range(0, n, 256):
+            batch, _ = F.decode(buf[lo:lo + 256], lengths[lo:lo + 256], LPF)
+            sets += sum(ls.complete for ls in asm.add(batch))
+        return sets, asm.placed
+
+    sets, placed = benchmark.pedantic(run, rounds=1 if QUICK else 5, iterations=1)
+    assert placed == n and sets == n // 8, "every frame placed, every lag set complete"
+    benchmark.extra_info.update(frames=n, lag_sets=sets)
+
+
+def run_udp(rate: int, seconds: float) -> dict[str, float]:
+    """The simulator runs as its own process (``simulate widar``) so it does not share
+    this interpreter's GIL with the receiver."""
+    p = Pipeline(queue_size=65536)
+    dev = WidarDevice("widar", port=_free_udp_port(), lags=LAGS, lags_per_frame=LPF,
+                      timeout=0.5, batch=256)
+    sink = NullEndpoint("sink")
+    p.add_device(dev)
+    p.add_endpoint(sink, subscribe=["widar.lagset"])
+    p.start()
+    try:
+        _wait(lambda: dev.state is DeviceState.RUNNING)
+        total = int(rate * seconds) // 320 * 320
+        sender = subprocess.run(
+            [sys.executable, "-c", "from devices.widar.simulator import cli; cli()",
+             "--port", str(dev.bound_port), "--rate", str(rate), "--frames", str(total),
+             "--baselines", "10", "--products", "AA,AB,BA,BB", "--lags", str(LAGS),
+             "--lags-per-frame", str(LPF)], capture_output=True, text=True, timeout=600,
+            check=True)
+        report = re.search(r"sent (\d+) frames in ([\d.]+) s", sender.stderr)
+        assert report is not None, sender.stderr
+        sent, send_s = int(report.group(1)), float(report.group(2))
+        _wait(lambda: dev.datagrams + max(0, dev.kernel_drops()) >= sent
+              and not dev.assembler.pending, timeout=30)
+        drops = max(0, dev.kernel_drops())
+        assert dev.datagrams + drops == sent, "every frame received or counted"
+        _wait(lambda: sink.count == dev.lagsets)
+    finally:
+        p.stop(10)
+    return {"sent": sent, "received": dev.datagrams, "kernel_drops": drops,
+            "sent_per_s": sent / send_s, "received_per_s": dev.datagrams / send_s,
+            "complete_lag_sets": dev.assembler.complete, "loss": drops / max(1, sent)}
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("rate", [42_000, 117_000])
+def test_udp_receive_through_pipeline(benchmark, rate: int) -> None:  # type: ignore[no-untyped-def]
+    seconds = 0.2 if QUICK else 5.0
+    stats = benchmark.pedantic(run_udp, args=(rate, seconds), rounds=1, iterations=1)
+    benchmark.extra_info.update(stats)
+
+
+def _lagsets(n: int, products: int) -> list[Measurement]:
+    rng = np.random.default_rng(0)
+    lags = (rng.standard_normal((products, LAGS)) * 1000).astype(np.complex64)
+    counts = np.full(LAGS // LPF, 1000, np.uint32)
+    out = []
+    for i in range(n):
+        k = i % products
+        meta = {"station_x": 1 + k, "station_y": 40, "baseband": 0, "subband": 0,
+                "polarization": "AA", "phase_bin": 0, "complete": True,
+                "dv_centre": counts, "dv_edge": counts}
+        out.append(Measurement("widar", "widar.lagset", lags[k], device_time=i // products,
+                               meta=meta))
+    return out
+
+
+def run_chain(mode: str, n: int, products: int = 10, k: int = 10) -> tuple[int, float]:
+    p = Pipeline(queue_size=1 << 17, overflow="block", block_timeout=60)
+    if mode == "in_process":
+        p.add_endpoint(LagNormalizeEndpoint("norm"), subscribe=["widar.lagset"])
+        p.add_endpoint(LagFFTEndpoint("fft"), subscribe=["widar.lagset_norm"])
+        p.add_endpoint(IntegrateEndpoint("integ", count=k), subscribe=["widar.spectrum"])
+    else:
+        p.add_endpoint(IsolatedEndpoint("iso", stages=["lag_normalize", "lag_fft",
+                                                       "integrate"],
+                                        stage_options=[f"integrate.count={k}"],
+                                        send_wait=1.0, inbox_size=1 << 17),
+                       subscribe=["widar.lagset"])
+    sink = NullEndpoint("sink")
+    p.add_endpoint(sink, subscribe=["widar.spectrum_int"])
+    items = _lagsets(n, products)
+    p.start()
+    try:
+        out = p.outlet("widar")
+        t0 = time.perf_counter()
+        for m in items:
+            out.push(m)
+        _wait(lambda: sink.count >= n // k)
+        elapsed = time.perf_counter() - t0
+    finally:
+        p.stop(30)
+    assert sink.count == n // k, f"{sink.count} integrations of {n // k}"
+    return n, elapsed
+
+
+@pytest.mark.parametrize("mode", ["in_process", "isolated"])
+def test_lag_chain_lag_sets_per_s(benchmark, mode: str) -> None:  # type: ignore[no-untyped-def]
+    n = scaled(20_000, 200) // 100 * 100
+    count, elapsed = benchmark.pedantic(run_chain, args=(mode, n), rounds=1 if QUICK else 3,
+                                        iterations=1)
+    benchmark.extra_info.update(lag_sets=count, lag_sets_per_s=count / elapsed, mode=mode)

@@ -1,0 +1,185 @@
+"""Run a group of endpoints (a lag processing pipeline) in its own process.
+
+::
+
+    [endpoint:lagproc]
+    type = isolated
+    subscribe = widar.lagset
+    stages = lag_normalize, lag_fft, integrate
+    stage_options = integrate.count = 10
+    forward = last
+
+This endpoint is the input stage's end of the boundary (``radlogger.isolation``): it hands
+every lag set it receives to the pipeline process, never waiting on it, and publishes what
+the process forwards back (by default the last stage's output, e.g. ``widar.spectrum_int``)
+into this pipeline as if the stages ran here.  A crash or hang of the process is detected,
+counted and restarted; what could not be handed over meanwhile is counted as dropped with its
+reason (``peer_dead``, ``restarting``, ``would_block``, ``no_slot``, ...).
+
+Several ``isolated`` endpoints are several pipeline processes; control events
+(:func:`radlogger.isolation.broadcast_control`) reach all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from radlogger.endpoint import Endpoint
+from radlogger.isolation import PipelineProcess, StageSpec
+from radlogger.isolation.child import load_stage_class
+from radlogger.measurement import Measurement
+from radlogger.options import Option, OptionError
+
+__all__ = ["IsolatedEndpoint", "parse_stages", "chain_produces"]
+
+_DEV, _QTY = "\x00device\x00", "\x00quantity\x00"
+
+
+def parse_stages(stages: list[str], stage_options: list[str]) -> list[StageSpec]:
+    """``["norm=lag_normalize", "lag_fft"]`` + ``["lag_fft.window=hann"]`` -> specs.
+
+    Loads each stage class here (not only in the child) so a typo or a bad option is a
+    one-line configuration error at start, not a process that dies and restarts forever.
+    """
+    if not stages:
+        raise OptionError("stages", "stages: name at least one endpoint kind or module:Class, "
+                          "e.g. stages = lag_normalize, lag_fft")
+    named: list[tuple[str, str]] = []
+    for item in stages:
+        name, eq, target = item.partition("=")
+        name, target = (name.strip(), target.strip()) if eq else ("", item.strip())
+        if not name:
+            name = target.rpartition(":")[2].rpartition(".")[2]
+            base, k = name, 2
+            while any(n == name for n, _ in named):
+                name, k = f"{base}{k}", k + 1
+        if any(n == name for n, _ in named):
+            raise OptionError("stages", f"stages: two stages are named {name!r}; name them "
+                              "NAME=KIND")
+        named.append((name, target))
+    settings: dict[str, dict[str, str]] = {n: {} for n, _ in named}
+    for item in stage_options:
+        key, eq, value = item.partition("=")
+        stage, dot, opt = key.strip().partition(".")
+        if not eq or not dot or not opt.strip():
+            raise OptionError("stage_options", f"stage_options: {item!r} is not "
+                              "STAGE.KEY=VALUE (e.g. integrate.count=8)")
+        if stage not in settings:
+            raise OptionError("stage_options", f"stage_options: {item!r}: no stage named "
+                              f"{stage!r}; stages are {', '.join(settings)}")
+        settings[stage][opt.strip()] = value.strip()
+    specs = []
+    for name, target in named:
+        try:
+            load_stage_class(target)(name, settings[name])  # its options and own checks
+        except OptionError as exc:
+            raise OptionError("stage_options", f"stage {name} ({target}): {exc}") from None
+        except (LookupError, TypeError, ValueError) as exc:
+            raise OptionError("stages", f"stage {name}: cannot load {target!r}: {exc}") \
+                from None
+        specs.append(StageSpec(target, name, settings[name]))
+    return specs
+
+
+def chain_produces(specs: list[StageSpec], forward: list[str]) -> tuple[str, ...]:
+    """``produces`` templates of what comes back: the stages' templates composed in order.
+
+    lag_normalize, lag_fft, integrate forwarding ``last`` -> ``{device}.spectrum_int``; with
+    topic patterns in ``forward`` every stage's output is listed (the graph matches them).
+    """
+    per_stage: list[list[str]] = []
+    current = [f"{_DEV}.{_QTY}"]
+    for spec in specs:
+        stage = load_stage_class(spec.target)(spec.name, spec.settings)
+        outs = []
+        for topic in current:
+            device, _, quantity = topic.partition(".")
+            for template in getattr(stage, "produces", ()):
+                try:
+                    outs.append(template.format(topic=topic, source=device, device=device,
+                                                quantity=quantity, name=spec.name))
+                except (KeyError, IndexError, ValueError):
+                    pass
+        per_stage.append(outs)
+        current = outs
+    chosen = list(per_stage[-1]) if "last" in forward else []
+    if any(f not in ("last", "none") for f in forward):
+        chosen = [t for outs in per_stage for t in outs]
+    return tuple(dict.fromkeys(t.replace(_DEV, "{device}").replace(_QTY, "{quantity}")
+                               for t in chosen))
+
+
+class IsolatedEndpoint(Endpoint):
+    kind = "isolated"
+    summary = "runs a chain of endpoints (e.g. lag_normalize, lag_fft, integrate) in a " \
+              "supervised child process"
+    options = (
+        Option("stages", list, [], "endpoint kinds or module:Class paths, in chain order; "
+               "NAME=KIND names one", required=True),
+        Option("stage_options", list, [], "stage settings as STAGE.KEY=VALUE, e.g. "
+               "integrate.count=8"),
+        Option("forward", list, ["last"], "outputs published back here: last (the last "
+               "stage's), none, or topic patterns"),
+        Option("heartbeat", float, 0.2, "seconds between the process's heartbeats", min=0.01),
+        Option("hang_timeout", float, 5.0, "silence (no heartbeat) after which the process is "
+               "killed and restarted, seconds", min=0.05),
+        Option("start_timeout", float, 30.0, "seconds the process may take to start", min=0.1),
+        Option("stop_timeout", float, 5.0, "seconds the process may take to drain at stop",
+               min=0.0),
+        Option("max_datagram", int, 65536, "largest datagram; bigger measurements go through "
+               "shared memory", min=1024, max=200_000),
+        Option("shm_slots", int, 8, "shared-memory slots per direction", min=1, max=1024),
+        Option("shm_slot_mb", float, 4.0, "size of one shared-memory slot, MiB", min=0.01),
+        Option("send_wait", float, 0.05, "longest wait for room when the process's queue is "
+               "full, seconds (0 = never wait)", min=0.0, max=1.0),
+        Option("child_batch", int, 256, "datagrams the process takes per batch", min=1),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        s = self.settings
+        self.stage_specs = parse_stages(s.stages, s.stage_options)
+        self.produces = chain_produces(self.stage_specs, s.forward)
+        self.process: PipelineProcess | None = None
+
+    def open(self) -> None:
+        s = self.settings
+        self.process = PipelineProcess(
+            self.name, self.stage_specs, s.forward, self._returned, heartbeat=s.heartbeat,
+            hang_timeout=s.hang_timeout, start_timeout=s.start_timeout,
+            max_datagram=s.max_datagram, shm_slots=s.shm_slots,
+            shm_slot_bytes=int(s.shm_slot_mb * (1 << 20)), send_wait=s.send_wait,
+            batch_max=s.child_batch)
+        self.process.start()
+
+    def _returned(self, m: Measurement) -> None:
+        """A result from the process: publish it as this endpoint's (supervisor thread)."""
+        m.source = self.name
+        self.publish(m)
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        proc = self.process
+        if proc is None:
+            raise RuntimeError(f"isolated endpoint {self.name} is not open")
+        failed = proc.send_batch(batch)
+        if failed:
+            # Not endpoint errors (no error policy, no restart): dropped, with the reason.
+            for reason, n in failed.items():
+                self.count_dropped(reason, n)
+
+    @property
+    def idle(self) -> bool:
+        """Idle only when the process has also confirmed everything it was sent."""
+        proc = self.process
+        return super().idle and (proc is None or proc.in_flight == 0)
+
+    def control(self, name: str | int, arg: int = 0) -> bool:
+        """Send a control event (flush, reset, mark, or a code >= 100) to this process."""
+        return self.process.control(name, arg) if self.process is not None else False
+
+    def isolation_stats(self) -> dict[str, Any]:
+        return self.process.snapshot() if self.process is not None else {}
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.stop(self.settings.stop_timeout)

@@ -1,0 +1,125 @@
+"""Normalize lag sets by their data-valid counts (step 1 of the XF lag chain).
+
+A correlator lag is a sum over the samples that were valid for it; dividing by that count
+turns it into a correlation coefficient that does not depend on blanking or integration
+length.  Each frame carries two counts: at the centre lag (zero delay, index N/2) and at the
+edge lags; lags in between get a count interpolated linearly with their distance from the
+centre.  A frame with a zero count (a missing, zero-filled frame, or one the correlator
+flagged) cannot be divided by: its lags are set to 0 and the frame is listed in
+``meta["flagged"]`` so later steps and storage know.
+
+Batched: lag sets of the same length waiting in the inbox are stacked and normalized in one
+numpy expression.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from radlogger.endpoint import Endpoint
+from radlogger.measurement import Measurement
+from radlogger.options import Option
+
+from .common import check_template, derive_topic, group_by
+
+__all__ = ["LagNormalizeEndpoint", "normalize"]
+
+#: lag sets normalized per numpy call: big enough to amortize the call, small enough for cache
+CHUNK = 128
+
+
+def _distance(n: int) -> np.ndarray:
+    """|i - N/2| / (N/2) for lag index i: 0 at the centre lag, 1 at the first lag."""
+    return (np.abs(np.arange(n) - n // 2) / (n // 2 or 1)).astype(np.float32)
+
+
+def normalize(lags: np.ndarray, centre: np.ndarray, edge: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Normalize stacked lag sets (B, N) by per-frame counts (B, F); returns (lags, flagged).
+
+    ``flagged`` (B, F) marks frames with a zero count; their lags come out as 0.  The weight
+    of lag i in frame f is ``c_f (1 - d_i) + e_f d_i`` (d: distance from the centre lag),
+    computed by broadcasting (B, F, 1) counts against (F, N/F) distances, and applied as a
+    multiplication by its inverse (0 for flagged frames): no per-lag copies of the counts.
+    """
+    b, n = lags.shape
+    frames = centre.shape[1]
+    c = centre.astype(np.float32)
+    e = edge.astype(np.float32)
+    flagged = (c == 0) | (e == 0)
+    ok = ~flagged
+    c[flagged] = 1.0
+    e[flagged] = 1.0
+    d = _distance(n).reshape(frames, n // frames)
+    inv = 1.0 / (c[:, :, None] * (1.0 - d) + e[:, :, None] * d)
+    inv *= ok[:, :, None]
+    out = (lags.reshape(b, frames, -1) * inv).reshape(b, n)
+    return out.astype(np.complex64, copy=False), flagged
+
+
+class LagNormalizeEndpoint(Endpoint):
+    kind = "lag_normalize"
+    summary = "normalizes lag sets by their data-valid counts; zero counts are flagged"
+    produces = ("{topic}_norm",)
+    options = (
+        Option("output", str, "{quantity}_norm", "quantity of the output topic (same device "
+               "prefix); {quantity} is the input's"),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        self.template = check_template("output", self.settings.output)
+        self.produces = ("{device}." + self.template,)
+        self.skipped = 0  # lag sets not processed because nothing subscribes (lazy)
+        self.flagged_frames = 0
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        template = self.template
+        good = []
+        for m in batch:
+            problem = _check(m)
+            if problem:
+                self.item_failed(m, ValueError(problem))
+            else:
+                good.append(m)
+        groups = group_by(good, lambda m: (m.topic, len(m.value), len(_meta(m)["dv_centre"])))
+        name = self.name
+        publish = self.publish
+        for (topic, _, _), items in groups.items():
+            out_topic = derive_topic(topic, template)
+            if not self.has_subscribers(out_topic):
+                self.skipped += len(items)
+                continue
+            for lo in range(0, len(items), CHUNK):  # cache-sized blocks of a big backlog
+                chunk = items[lo:lo + CHUNK]
+                lags = np.stack([m.value for m in chunk])
+                centre = np.stack([np.asarray(_meta(m)["dv_centre"]) for m in chunk])
+                edge = np.stack([np.asarray(_meta(m)["dv_edge"]) for m in chunk])
+                out, flagged = normalize(lags, centre, edge)
+                n_flagged = flagged.sum(axis=1)
+                self.flagged_frames += int(n_flagged.sum())
+                for m, value, flags, nf in zip(chunk, out, flagged, n_flagged, strict=True):
+                    publish(m.derive(name, out_topic, value, "", {
+                        "normalized": True,
+                        "flagged": np.flatnonzero(flags).tolist() if nf else []}))
+
+
+def _meta(m: Measurement) -> dict[str, Any]:
+    return m.meta or {}
+
+
+def _check(m: Measurement) -> str:
+    """Why ``m`` cannot be normalized, or ''."""
+    value, meta = m.value, m.meta or {}
+    if not isinstance(value, np.ndarray) or value.ndim != 1 or not len(value):
+        return f"{m.topic}: a lag set must be a 1-D array, got {type(value).__name__}"
+    c, e = meta.get("dv_centre"), meta.get("dv_edge")
+    if c is None or e is None:
+        return f"{m.topic}: lag set has no data-valid counts (meta dv_centre, dv_edge)"
+    c, e = np.asarray(c), np.asarray(e)
+    if c.ndim != 1 or c.shape != e.shape or not len(c) or len(value) % len(c):
+        return (f"{m.topic}: {len(c)} data-valid counts do not divide {len(value)} lags "
+                "into frames")
+    return ""

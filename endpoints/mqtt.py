@@ -1,0 +1,231 @@
+"""MQTT endpoint: publishes measurements to an MQTT broker (Mosquitto), for other hosts.
+
+Topic ``wsa1.spectrum`` goes to ``<topic_prefix>/wsa1/spectrum``; the payload is
+:mod:`radlogger.wire` (JSON for scalars, readable by any MQTT tool; the compact binary form for
+arrays).  QoS 0 or 1, optional retain, TLS and username/password.
+
+Delivery and accounting.  A measurement counts as handled only once the broker acknowledged
+it (QoS 1: PUBACK) or it was written whole to the socket (QoS 0); at most ``window`` are in
+flight.  While the broker is unreachable the endpoint waits: its bounded inbox buffers, and
+what the inbox cannot hold is dropped and counted by the pipeline (``inbox_full``).  The
+connection is re-established with backoff and publishing resumes; QoS 1 messages that were in
+flight are resent by paho (at least once: the MQTT device drops the duplicates), QoS 0 messages
+that never reached the socket are resent by us (:attr:`MQTTEndpoint.retries` counts both).
+At stop, what still cannot be sent by the deadline is dropped with reason ``mqtt_unavailable``:
+``received == handled + dropped`` holds exactly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from radlogger.backoff import Backoff
+from radlogger.endpoint import Endpoint
+from radlogger.measurement import Measurement
+from radlogger.mqtt import (
+    CONNECTION_OPTIONS,
+    MQTTLink,
+    default_client_id,
+    make_client,
+    to_mqtt_topic,
+)
+from radlogger.options import Option
+from radlogger.wire import encode
+
+_OK = 0  # paho MQTT_ERR_SUCCESS
+_NO_CONN = 4  # paho MQTT_ERR_NO_CONN
+
+
+class MQTTEndpoint(Endpoint):
+    kind = "mqtt"
+    summary = "publishes measurements to an MQTT broker (JSON scalars, binary arrays)"
+    options = CONNECTION_OPTIONS + (
+        Option("retain", bool, False, "ask the broker to keep the last message per topic"),
+        Option("window", int, 100, "most messages in flight (sent, not yet acknowledged)",
+               min=1, max=65000),
+        Option("backoff_initial", float, 0.5, "first reconnect delay in seconds", min=0),
+        Option("backoff_max", float, 30.0, "longest reconnect delay in seconds", min=0),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        self.link: MQTTLink | None = None
+        self._cv = threading.Condition(threading.Lock())
+        self._outstanding: dict[int, tuple[str, bytes]] = {}  # mid -> message, until confirmed
+        self._early: set[int] = set()  # confirmations that beat the publish() call's return
+        self._retry: list[tuple[str, bytes]] = []  # QoS 0 messages the connection lost
+        self._give_up_at: float | None = None
+        self._stalled = False  # waiting for a broker that is not there
+        self.confirmed = 0  # acknowledged by the broker (QoS 1) / written (QoS 0)
+        self.retries = 0  # messages sent again after a connection loss
+        self.unsent = 0  # given up at stop (also in stats as mqtt_unavailable)
+        self.bytes_sent = 0
+
+    @property
+    def graph_target(self) -> str:
+        s = self.settings
+        return f"mqtt://{s.host}:{s.port}/{s.topic_prefix.strip('/')}/#"
+
+    # ---------------------------------------------------------------- lifecycle
+    def open(self) -> None:
+        s = self.settings
+        client = make_client(s, s.client_id or default_client_id(self.name, unique=True),
+                             clean_session=True, what=f"endpoint {self.name}")
+        client.max_inflight_messages_set(s.window)
+        self._give_up_at = None
+        self.link = MQTTLink(client, s.host, s.port, s.keepalive,
+                             Backoff(s.backoff_initial, s.backoff_max), self.name,
+                             on_connected=self._wake, on_lost=self._connection_lost,
+                             on_publish=self._confirm)
+        self.link.start()
+
+    def stop(self, deadline: float) -> None:
+        # Leave a little of the deadline to count what could not be sent (else the base
+        # class would count the whole batch in flight as a shutdown drop).
+        self._give_up_at = deadline - min(0.5, max(0.0, deadline - time.monotonic()) / 4)
+        self._wake()
+        super().stop(deadline)
+
+    @property
+    def idle(self) -> bool:
+        """Also True while only waiting for an unreachable broker.
+
+        The pipeline's stop waits for every endpoint to go idle before it stops them; waiting
+        for a broker that is down cannot drain anything, so we let the stop go on: our
+        :meth:`stop` then counts what could not be sent, within the deadline.
+        """
+        return super().idle or self._stalled
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.stop()  # kept: its counters stay readable after stop
+        with self._cv:
+            self._outstanding.clear()
+            self._retry.clear()
+            self._early.clear()
+
+    # ---------------------------------------------------------------- network thread side
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def _confirm(self, mid: int) -> None:
+        with self._cv:
+            if self._outstanding.pop(mid, None) is not None:
+                self.confirmed += 1
+                self._cv.notify_all()
+            else:
+                self._early.add(mid)
+
+    def _connection_lost(self) -> None:
+        with self._cv:
+            if self.settings.qos == 0:
+                # Never written whole: the broker has not seen them, so sending again is safe.
+                self._retry.extend(self._outstanding.values())
+                self._outstanding.clear()
+            else:
+                self.retries += len(self._outstanding)  # paho resends them on reconnect
+            self._cv.notify_all()
+
+    # ---------------------------------------------------------------- endpoint thread side
+    def _can_send(self) -> bool:
+        link = self.link
+        return link is not None and link.connected and \
+            len(self._outstanding) < self.settings.window
+
+    def _wait(self, ready: Any) -> bool:
+        """Under the condition: wait until ``ready()``; False once it is time to give up."""
+        try:
+            while not ready():
+                link = self.link
+                self._stalled = link is None or not link.connected
+                give_up = self._give_up_at
+                timeout = 0.5
+                if give_up is not None:
+                    timeout = give_up - time.monotonic()
+                    if timeout <= 0:
+                        return False
+                self._cv.wait(min(timeout, 0.5))
+            return True
+        finally:
+            self._stalled = False
+
+    def _send(self, topic: str, payload: bytes) -> bool:
+        s = self.settings
+        while True:
+            with self._cv:
+                if not self._wait(self._can_send):
+                    return False
+            link = self.link
+            info = link.publish(topic, payload, s.qos, s.retain) if link is not None else None
+            if info is None:
+                continue  # the connection dropped meanwhile: wait for the next one
+            if info.rc == _OK or (info.rc == _NO_CONN and s.qos == 1):
+                # QoS 1 without a connection: paho keeps it and sends it after reconnecting.
+                with self._cv:
+                    if info.mid in self._early:
+                        self._early.discard(info.mid)
+                        self.confirmed += 1
+                    else:
+                        self._outstanding[info.mid] = (topic, payload)
+                self.bytes_sent += len(payload)
+                return True
+            if info.rc != _NO_CONN:
+                raise RuntimeError(f"paho refused to publish on {topic}: rc={info.rc}")
+
+    def _settle(self) -> bool:
+        """Wait until everything sent is confirmed, resending what a lost connection ate."""
+        while True:
+            with self._cv:
+                if not self._wait(lambda: not self._outstanding or self._retry):
+                    return False
+                if not self._retry:
+                    return True
+                retry, self._retry = self._retry, []
+            self.retries += len(retry)
+            for i, (topic, payload) in enumerate(retry):
+                if not self._send(topic, payload):
+                    with self._cv:
+                        self._retry[:0] = retry[i + 1:]
+                    return False
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        confirmed_before = self.confirmed
+        failed = 0
+        prefix = self.settings.topic_prefix
+        for m in batch:
+            try:
+                payload = encode(m)
+            except Exception as exc:  # noqa: BLE001 - one bad value must not stop the rest
+                self.item_failed(m, exc)
+                failed += 1
+                continue
+            if not self._send(to_mqtt_topic(prefix, m.topic), payload):
+                break
+        else:
+            if self._settle():
+                return
+        lost = len(batch) - failed - (self.confirmed - confirmed_before)
+        with self._cv:
+            self._outstanding.clear()
+            self._retry.clear()
+        if lost > 0:
+            self.unsent += lost
+            # TODO(core): a public Endpoint.drop_items(n, reason) would replace this line.
+            self._batch_failures += lost
+            self.stats.drop("mqtt_unavailable", lost)
+
+    def status_counters(self) -> dict[str, Any]:
+        link = self.link
+        return {
+            "connected": bool(link and link.connected),
+            "link_state": link.state if link else "stopped",
+            "confirmed": self.confirmed, "retries": self.retries, "unsent": self.unsent,
+            "in_flight": len(self._outstanding), "bytes_sent": self.bytes_sent,
+            "connects": link.connects if link else 0,
+            "disconnects": link.disconnects if link else 0,
+            "connect_failures": link.connect_failures if link else 0,
+            "last_error": link.last_error if link else "",
+        }

@@ -1,0 +1,101 @@
+"""Reading the HDF5 store (layout in hdf5.py): segments merged back into write order."""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterator
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import h5py  # type: ignore[import-untyped]
+import numpy as np
+
+from radlogger.measurement import Measurement
+
+from .hdf5 import complete_rows, has_value, segment_key, segments
+from .selection import Selection
+
+__all__ = ["read_file", "file_topics", "open_readonly"]
+
+_READ_BLOCK_BYTES = 32 << 20
+
+
+def open_readonly(path: Path) -> h5py.File:
+    """Open for reading, also while a SWMR writer has it open or after one crashed.
+
+    In the writer's own process HDF5 shares one open file, whose locking setting a reader
+    must match: after the writer reopened it without the lock (see ``_create``), so does
+    the reader."""
+    try:
+        return h5py.File(path, "r", swmr=True)
+    except OSError as exc:
+        if "locking flag" not in str(exc):
+            raise
+        return h5py.File(path, "r", swmr=True, locking=False)
+
+
+def _segment_reader(g: h5py.Group, topic: str, sel: Selection
+                    ) -> Iterator[tuple[int, Measurement]]:
+    a = g.attrs
+    _, source, unit, kind, dtype, shape, dt_kind, has_meta = segment_key(topic, a)
+    rows = complete_rows(g)
+    if not rows:
+        return
+    t_all = g["t_ns"][:rows]
+    mask = None
+    if sel.timed:
+        mask = np.ones(rows, bool)
+        if sel.since_ns is not None:
+            mask &= t_all >= sel.since_ns
+        if sel.until_ns is not None:
+            mask &= t_all < sel.until_ns
+        if not mask.any():
+            return
+    stored = has_value(kind, shape)
+    row_bytes = max(1, np.dtype(dtype).itemsize * int(np.prod(shape))) if kind == "array" else 64
+    block = max(1, min(8192, _READ_BLOCK_BYTES // row_bytes))
+    for start in range(0, rows, block):
+        stop = min(rows, start + block)
+        if mask is not None and not mask[start:stop].any():
+            continue
+        order = g["order"][start:stop].tolist()
+        t_ns = t_all[start:stop].tolist()
+        seq = g["seq"][start:stop].tolist()
+        n = stop - start
+        values: Any
+        if not stored:
+            values = [None] * n if kind == "none" else \
+                [np.empty(shape, np.dtype(dtype)) for _ in range(n)]
+        elif kind == "array":
+            raw = g["value"][start:stop]
+            values = [raw[i, ...] for i in range(n)]
+        elif kind == "str":
+            values = [b.decode("utf-8") for b in g["value"][start:stop]]
+        elif kind == "bytes":
+            values = [x.tobytes() for x in g["value"][start:stop]]
+        else:
+            values = g["value"][start:stop].tolist()
+        dts = g["device_time"][start:stop].tolist() if dt_kind != "none" else [None] * n
+        metas = [json.loads(s) for s in g["meta"][start:stop]] if has_meta else [None] * n
+        keep = mask[start:stop] if mask is not None else None
+        for i in range(n):
+            if keep is None or keep[i]:
+                yield order[i], Measurement(source, topic, values[i], t_ns[i], unit, dts[i],
+                                            metas[i], seq[i])
+
+
+def read_file(path: Path, sel: Selection) -> Iterator[Measurement]:
+    with open_readonly(path) as f:
+        readers = [_segment_reader(g, topic, sel) for topic, g in segments(f)
+                   if sel.topic_ok(topic)]
+        for _, m in heapq.merge(*readers, key=itemgetter(0)):
+            yield m
+
+
+def file_topics(path: Path, limit: int | None = None) -> set[str]:
+    """Topics in the file (``limit`` is for text formats; this one lists them cheaply)."""
+    with open_readonly(path) as f:
+        return {str(tg.attrs["topic"]) for tg in f.values()
+                if isinstance(tg, h5py.Group) and "topic" in tg.attrs}

@@ -1,0 +1,147 @@
+"""One reader for every store: measurements back out of CSV, JSONL, SQLite and HDF5 files.
+
+``read(path, topics, since_ns, until_ns)`` yields :class:`Measurement` objects in write order.
+``path`` may be a file, the configured path of a rotating store (its numbered siblings are
+read too, in order), or a glob.  The format is recognised by content (SQLite and HDF5
+signatures, gzip, a CSV header or a JSON object), not by the file name.
+
+The replay device (devices/replay.py) and the export and plot commands use this module; it is
+the only import from ``devices/`` into ``endpoints/`` (README.md says why that direction).
+Each store module keeps its own ``read_file``/``file_topics`` next to its writer (hdf5's are in
+``hdf5_read.py`` beside it), so a format changes in one place; modules are imported on first
+use (h5py is slow to import).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from radlogger.measurement import Measurement
+
+from .base import rotated_files, split_name
+from .selection import Selection, parse_time
+from .textfile import GZIP_MAGIC, read_lines
+
+__all__ = ["read", "open_store", "Store", "StoreError", "detect", "resolve_files", "topics",
+           "parse_time", "Selection", "KIND_BY_EXTENSION", "kind_for_path"]
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+KIND_BY_EXTENSION = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".sqlite": "sqlite",
+                     ".sqlite3": "sqlite", ".db": "sqlite", ".h5": "hdf5", ".hdf5": "hdf5",
+                     ".he5": "hdf5"}
+_MODULES = {"csv": "endpoints.storage.csv", "jsonl": "endpoints.storage.jsonl",
+            "sqlite": "endpoints.storage.sqlite", "hdf5": "endpoints.storage.hdf5_read"}
+
+
+class StoreError(ValueError):
+    """A path that is not a readable store; the message names it and says why."""
+
+
+def kind_for_path(path: Path) -> str | None:
+    """The store kind a file name asks for (``run.csv.gz`` -> csv), or None."""
+    _, ext = split_name(path)
+    return KIND_BY_EXTENSION.get(ext.removesuffix(".gz").lower() if ext else "")
+
+
+def detect(path: Path) -> str:
+    """The store kind of an existing file, from its content."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+    if head.startswith(SQLITE_MAGIC):
+        return "sqlite"
+    if head.startswith(HDF5_MAGIC):
+        return "hdf5"
+    if not head:
+        guess = kind_for_path(path)
+        if guess:
+            return guess
+        raise StoreError(f"{path} is empty")
+    if head.startswith(GZIP_MAGIC) or head[:1] in (b"{", b"t"):
+        try:
+            first = next(iter(read_lines(path)), "")
+        except (OSError, UnicodeDecodeError, EOFError) as exc:
+            raise StoreError(f"{path}: not a readable store ({exc})") from None
+        if first.startswith("{"):
+            return "jsonl"
+        if first.startswith("t_ns,"):
+            return "csv"
+        if not first:
+            return kind_for_path(path) or "csv"
+    raise StoreError(f"{path} is not a radlogger store (CSV, JSON lines, SQLite or HDF5)")
+
+
+def resolve_files(path: str | Path) -> list[Path]:
+    """The files a user's path means: a glob, or a store path plus its rotated siblings."""
+    text = str(path)
+    if any(c in text for c in "*?["):
+        found = [Path(p) for p in sorted(glob.glob(text)) if Path(p).is_file()]
+        if not found:
+            raise StoreError(f"no files match {text}")
+        return found
+    p = Path(text).expanduser()
+    files: list[Path] = []
+    # the configured path of a gzip store (run.csv) names the run.csv.gz it writes
+    for c in [p] if p.suffix == ".gz" else [p, p.with_name(p.name + ".gz")]:
+        files = ([c] if c.is_file() else []) + rotated_files(c)
+        if files:
+            break
+    if not files:
+        if p.is_dir():
+            raise StoreError(f"{p} is a directory: give a store file (or a glob such as "
+                             f"'{p}/*.csv')")
+        raise StoreError(f"no store at {p} (nor rotated files next to it)")
+    return files
+
+
+def _module(kind: str) -> Any:
+    return importlib.import_module(_MODULES[kind])
+
+
+class Store:
+    """The files of one logical store, each with its detected kind."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.files = [(f, detect(f)) for f in resolve_files(path)]
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({k for _, k in self.files})
+
+    def read(self, topics: Iterable[str] | None = None, since_ns: int | None = None,
+             until_ns: int | None = None) -> Iterator[Measurement]:
+        sel = Selection.of(topics, since_ns, until_ns)
+        for f, kind in self.files:
+            try:
+                yield from _module(kind).read_file(f, sel)
+            except (ValueError, KeyError, OSError) as exc:
+                raise StoreError(f"{f}: cannot read it as {kind}: {exc}") from exc
+
+    def topics(self, limit: int | None = None) -> list[str]:
+        """Topics of the store; ``limit`` bounds the rows scanned per CSV/JSONL file."""
+        found: set[str] = set()
+        for f, kind in self.files:
+            found |= _module(kind).file_topics(f, limit)
+        return sorted(found)
+
+
+def open_store(path: str | Path) -> Store:
+    return Store(path)
+
+
+def read(path: str | Path, topics: Iterable[str] | None = None, since_ns: int | None = None,
+         until_ns: int | None = None) -> Iterator[Measurement]:
+    """Measurements of the store at ``path`` in write order, filtered by topic and time."""
+    return Store(path).read(topics, since_ns, until_ns)
+
+
+def topics(path: str | Path) -> list[str]:
+    return Store(path).topics()

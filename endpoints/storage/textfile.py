@@ -1,0 +1,207 @@
+"""Line-oriented files (CSV, JSON lines), plain or gzip: the writing and reading they share.
+
+Writing: each measurement is encoded to one line of bytes when it arrives (so its exact size
+is known for rotation, and a string that cannot be encoded is refused on its own, not in the
+middle of a flush).  A flush writes all pending lines with unbuffered ``write`` calls; if the
+write fails part way (disk full) the file is truncated back to where it was, so a retry never
+duplicates or tears a line.
+
+gzip: every flush appends one *complete* gzip member (``zlib`` with a gzip wrapper).  A file of
+concatenated members is standard (gzip -d, zcat, Python's gzip module read all of them), and
+because nothing is written between flushes, a ``kill -9`` leaves only complete members.  The
+price is a little compression ratio per member; flushes of 1000 lines lose almost nothing.
+A gzip file from an earlier run is never appended to (its tail cannot be checked cheaply);
+the store continues in a new numbered file next to it.
+
+Reading: only complete lines count.  A torn last line (a crash during a write) and a torn last
+gzip member are skipped, logged, and counted in ``torn``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from radlogger.options import Option
+
+from .base import StorageEndpoint
+
+__all__ = ["TextFileEndpoint", "read_lines", "GZIP_MAGIC"]
+
+log = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class TextFileEndpoint(StorageEndpoint):
+    """A store of one line per measurement; subclasses define ``_format`` and ``header``."""
+
+    options = (
+        Option("gzip", bool, False, "compress; every flush appends one complete gzip member "
+               "(.gz is added to path)"),
+        Option("gzip_level", int, 6, "gzip compression level", min=1, max=9),
+    )
+    #: first line of every new file (CSV column names), or empty
+    header = b""
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        self._lines: list[bytes] = []
+        self._file: io.FileIO | None = None
+        self._size = 0
+        self._needs_header = False
+
+    def target_path(self, path: Path) -> Path:
+        if self.settings.gzip and path.suffix != ".gz":
+            return path.with_name(path.name + ".gz")
+        return path
+
+    def _can_append(self, path: Path) -> bool:
+        if self.settings.gzip:
+            return False
+        if not self.header:
+            return True
+        with open(path, "rb") as f:
+            return f.readline() == self.header
+
+    def _open_file(self, path: Path) -> None:
+        f = open(path, "a+b", buffering=0)  # noqa: SIM115 - kept open across flushes
+        try:
+            size = f.seek(0, os.SEEK_END)
+            if size and not self.settings.gzip:
+                size = _trim_torn_tail(f, size, path)
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+        self._size = size
+        self._needs_header = size == 0 and bool(self.header)
+
+    def _write_pending(self) -> None:
+        f = self._file
+        assert f is not None
+        data = b"".join(self._lines)
+        if self._needs_header:
+            data = self.header + data
+        if self.settings.gzip:
+            data = zlib.compress(data, self.settings.gzip_level, wbits=31)
+        try:
+            view = memoryview(data)
+            while view:
+                n = f.write(view)
+                view = view[n:]
+        except BaseException:
+            self._undo_partial_write()
+            raise
+        self._size += len(data)
+        self._needs_header = False
+        self._lines.clear()
+
+    def _undo_partial_write(self) -> None:
+        f = self._file
+        try:
+            assert f is not None
+            f.truncate(self._size)
+        except Exception:  # noqa: BLE001 - cannot restore the tail: reopen (and trim) later
+            self._close_quietly()
+
+    def _discard_pending(self) -> None:
+        self._lines.clear()
+
+    def _sync(self) -> None:
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+
+    def _close_file(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+
+
+def _trim_torn_tail(f: io.FileIO, size: int, path: Path) -> int:
+    """Cut a partial last line left by a crash, so appended lines start on a line of their
+    own; returns the new size."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - 65536)
+        f.seek(start)
+        chunk = f.read(pos - start)
+        assert chunk is not None
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            keep = start + nl + 1
+            break
+        pos = start
+    else:
+        keep = 0
+    if keep < size:
+        f.truncate(keep)
+        log.warning("%s: removed a torn last line of %d bytes (left by a crash)", path,
+                    size - keep)
+    f.seek(0, os.SEEK_END)
+    return keep
+
+
+class LineSource:
+    """Complete lines of a plain or gzip text file, counting torn tails in ``torn``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.torn = 0
+
+    def __iter__(self) -> Iterator[str]:
+        with open(self.path, "rb") as f:
+            gz = f.read(2) == GZIP_MAGIC
+            f.seek(0)
+            if gz:
+                for member in self._members(f):
+                    yield from self._complete(io.BytesIO(member))
+            else:
+                yield from self._complete(f)
+
+    def _complete(self, f: BinaryIO) -> Iterator[str]:
+        for line in f:
+            if line.endswith(b"\n"):
+                yield line.decode("utf-8")
+            else:
+                self.torn += 1
+                log.warning("%s: skipped a torn last line of %d bytes (a crash during a "
+                            "write)", self.path, len(line))
+
+    def _members(self, f: BinaryIO) -> Iterator[bytes]:
+        d = zlib.decompressobj(wbits=31)
+        parts: list[bytes] = []
+        started = False
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            while chunk:
+                started = True
+                try:
+                    parts.append(d.decompress(chunk))
+                except zlib.error as exc:
+                    self.torn += 1
+                    log.warning("%s: stopped at a corrupt gzip member: %s", self.path, exc)
+                    return
+                if not d.eof:
+                    break
+                yield b"".join(parts)
+                parts = []
+                started = False
+                chunk = d.unused_data
+                d = zlib.decompressobj(wbits=31)
+        if started:
+            self.torn += 1
+            log.warning("%s: skipped a torn last gzip member (a crash during a write)",
+                        self.path)
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """Complete lines of ``path`` (plain or gzip, torn tails skipped)."""
+    return iter(LineSource(path))

@@ -1,0 +1,373 @@
+"""The pipeline process: runs a chain of endpoint stages on measurements from the input stage.
+
+Started by :class:`radlogger.isolation.parent.PipelineProcess` as ``python -c ...`` with a JSON
+spec on stdin (no pickle, no inherited state: the stage classes are named by entry-point kind
+or ``module:Class`` and imported here).  One thread does everything, in order:
+
+* reads datagrams from its bound input socket (measurements, shared-memory references,
+  control events), up to ``batch_max`` at a time;
+* runs the batch through the stages in order: each stage's ``handle_batch`` (through the
+  endpoint base, so its error isolation and counters apply) publishes into a collector whose
+  contents are the next stage's batch;
+* forwards the chosen outputs back to the parent (binary datagrams, or shared memory);
+* sends heartbeats (text) carrying its counters, at least every ``heartbeat`` seconds and
+  whenever it has drained its input, so a hang is visible as silence and the parent knows
+  what was processed.
+
+Because the same thread beats and works, a stage stuck in an endless loop stops the beats.
+The process exits when told (control ``stop``: drain, flush, close, final ``bye``), or when its
+parent is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import select
+import socket
+import sys
+import time
+from typing import Any
+
+from ..broker import pattern_matches
+from ..endpoint import Endpoint
+from ..measurement import Measurement
+from ..poolproc import load_endpoint_class
+from . import messages
+from .shm import SlotRing
+
+__all__ = ["main", "ChildPipeline", "load_stage_class"]
+
+log = logging.getLogger("radlogger.isolation.child")
+
+
+class _ParentGone(Exception):
+    pass
+
+
+def load_stage_class(target: str) -> type[Endpoint]:
+    """An endpoint kind from the plugin registry, or ``module:Class``; must be an Endpoint."""
+    cls = load_endpoint_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, Endpoint)):
+        raise TypeError(f"{target} is not an Endpoint class")
+    return cls
+
+
+class _Collector:
+    """A stage's outlet: what it publishes becomes the next stage's batch."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[Measurement] = []
+
+    def push(self, m: Measurement) -> bool:
+        self.items.append(m)
+        return True
+
+    def take(self) -> list[Measurement]:
+        items, self.items = self.items, []
+        return items
+
+
+class _UpstreamLog(logging.Handler):
+    def __init__(self, child: ChildPipeline) -> None:
+        super().__init__()
+        self.child = child
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.levelname} {record.name}: {record.getMessage()}"
+            self.child.say("log", text[:4000])
+        except _ParentGone:
+            pass
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+class ChildPipeline:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.inc = int(spec["incarnation"])
+        self.heartbeat = float(spec.get("heartbeat", 0.2))
+        self.batch_max = int(spec.get("batch_max", 256))
+        self.max_datagram = int(spec.get("max_datagram", 65536))
+        self.return_wait = float(spec.get("return_wait", 1.0))
+        self.up = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.up.connect(spec["up"])
+        self.up.setblocking(False)
+        self.ppid = os.getppid()
+        self.rx = self.done = self.fwd = self.fwd_drop = self.bad = self.controls = 0
+        self.says_dropped = 0
+        self.stages: list[Endpoint] = []
+        self.outlets: list[_Collector] = []
+        forward = spec.get("forward") or []
+        self.forward_last = "last" in forward
+        self.forward_patterns = [p for p in forward if p not in ("last", "none")]
+        self._down: SlotRing | None = None
+        self._up_ring: SlotRing | None = None
+        self.inp: socket.socket | None = None
+        self.ret: socket.socket | None = None
+        self._last_hb = 0.0
+        self._worked = False
+
+    # ---------------------------------------------------------------- upstream text
+    def say(self, kind: str, text: str = "") -> None:
+        try:
+            self.up.send(messages.format_message(kind, self.inc, text))
+        except BlockingIOError:
+            self.says_dropped += 1
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EPIPE):
+                raise _ParentGone from None
+            raise
+
+    def counters(self) -> str:
+        errors = sum(s.stats.errors for s in self.stages)
+        return (f"rx={self.rx} done={self.done} fwd={self.fwd} fwd_drop={self.fwd_drop} "
+                f"bad={self.bad} err={errors} ctl={self.controls} "
+                f"msg_drop={self.says_dropped}")
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> None:
+        spec = self.spec
+        for i, st in enumerate(spec["stages"]):
+            cls = load_stage_class(st["target"])
+            stage = cls(st["name"], st.get("settings") or {})
+            outlet = _Collector()
+            last = i == len(spec["stages"]) - 1
+            stage.bind(outlet, self._subscribed(last), None)
+            self.stages.append(stage)
+            self.outlets.append(outlet)
+        for stage in self.stages:
+            stage.open()
+        inp = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        inp.bind(spec["in"])
+        inp.setblocking(False)
+        self.inp = inp
+        if spec.get("ret") and (self.forward_last or self.forward_patterns):
+            ret = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            ret.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            ret.connect(spec["ret"])
+            ret.setblocking(False)
+            self.ret = ret
+        for key in ("down_ring", "up_ring"):
+            ring = spec.get(key)
+            if ring:
+                attached = SlotRing(ring["slots"], ring["slot_bytes"], ring["name"])
+                if key == "down_ring":
+                    self._down = attached
+                else:
+                    self._up_ring = attached
+
+    def _subscribed(self, last: bool) -> Any:
+        patterns = self.forward_patterns
+        if not last:
+            return lambda topic: True
+        if self.forward_last:
+            return lambda topic: True
+        return lambda topic: any(pattern_matches(p, topic) for p in patterns)
+
+    # ---------------------------------------------------------------- the chain
+    def run_chain(self, items: list[Measurement], first: int = 0) -> None:
+        for i in range(first, len(self.stages)):
+            stage = self.stages[i]
+            stage.stats.received += len(items)
+            stage.process_batch(items)  # the endpoint base's error isolation and accounting
+            items = self.outlets[i].take()
+            if not items:
+                return
+            self._forward(items, i == len(self.stages) - 1)
+
+    def _forward(self, items: list[Measurement], last: bool) -> None:
+        if self.ret is None:
+            return
+        if not (last and self.forward_last):
+            patterns = self.forward_patterns
+            items = [m for m in items if any(pattern_matches(p, m.topic) for p in patterns)]
+        for m in items:
+            try:
+                parts, size = messages.measurement_parts(m)
+            except messages.WireError as exc:
+                self.fwd_drop += 1
+                log.warning("cannot forward %s: %s", m.topic, exc)
+                continue
+            slot = None
+            if size > self.max_datagram:
+                if self._up_ring is None or size > self._up_ring.slot_bytes:
+                    self.fwd_drop += 1
+                    continue
+                ref = self._up_ring.write(parts, size, self.return_wait)
+                if ref is None:
+                    self.fwd_drop += 1
+                    continue
+                slot = ref[0]
+                parts = [messages.encode_ref(ref[0], size, ref[1])]
+            if self._send_ret(parts):
+                self.fwd += 1
+            else:
+                self.fwd_drop += 1
+                if slot is not None and self._up_ring is not None:
+                    self._up_ring.heads["state"][slot] = 0
+
+    def _send_ret(self, parts: list[Any]) -> bool:
+        assert self.ret is not None
+        for attempt in range(2):
+            try:
+                self.ret.sendmsg(parts)
+                return True
+            except BlockingIOError:
+                if attempt == 0:
+                    select.select([], [self.ret], [], self.return_wait)
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    return False
+                raise _ParentGone from None
+        return False
+
+    def on_control(self, code: int, arg: int) -> bool:
+        """Apply a control event; False when it is ``stop``."""
+        self.controls += 1
+        name = messages.control_name(code)
+        self.say("ctl", f"{name} {arg}")
+        if name == "stop":
+            return False
+        for i, stage in enumerate(self.stages):
+            hook = getattr(stage, "on_control", None)
+            if hook is None:
+                continue
+            try:
+                hook(name, arg)
+            except Exception as exc:  # noqa: BLE001 - a stage bug must not kill the process
+                stage.stats.errors += 1
+                log.error("stage %s failed on control %s: %s", stage.name, name, exc)
+            out = self.outlets[i].take()
+            if out:
+                self._forward(out, i == len(self.stages) - 1)
+                self.run_chain(out, i + 1)
+        return True
+
+    # ---------------------------------------------------------------- main loop
+    def _decode(self, data: bytes) -> Measurement | tuple[int, int] | None:
+        try:
+            kind = messages.kind_of(data)
+            if kind in (messages.MEASUREMENT, messages.SHMREF):
+                return messages.read_measurement(data, self._down)
+            if kind == messages.CONTROL:
+                code, arg, _ = messages.decode_control(data)
+                return code, arg
+            raise messages.WireError(f"unknown datagram kind {kind}")
+        except messages.WireError as exc:
+            self.bad += 1
+            if self.bad <= 10:
+                log.warning("bad datagram from the input stage: %s", exc)
+            return None
+
+    def loop(self) -> None:
+        inp = self.inp
+        assert inp is not None
+        recv = inp.recv
+        size = max(self.max_datagram, 1024)
+        while True:
+            wait = max(0.0, self._last_hb + self.heartbeat - time.monotonic())
+            select.select([inp], [], [], wait)
+            batch: list[Measurement] = []
+            drained = False
+            for _ in range(self.batch_max):
+                try:
+                    data = recv(size)
+                except BlockingIOError:
+                    drained = True
+                    break
+                item = self._decode(data)
+                if isinstance(item, Measurement):
+                    batch.append(item)
+                elif item is not None:
+                    self._run(batch)
+                    batch = []
+                    if not self.on_control(*item):
+                        return
+            self._run(batch)
+            now = time.monotonic()
+            if now - self._last_hb >= self.heartbeat or (
+                    drained and self._worked and now - self._last_hb >= 0.002):
+                self._beat(now)
+
+    def _run(self, batch: list[Measurement]) -> None:
+        if batch:
+            self.rx += len(batch)
+            self.run_chain(batch)
+            self.done += len(batch)
+            self._worked = True
+
+    def _beat(self, now: float) -> None:
+        if os.getppid() != self.ppid:
+            raise _ParentGone
+        self._last_hb = now
+        self._worked = False
+        self.say("hb", self.counters())
+
+    def finish(self) -> None:
+        """Flush the stages in order (their output runs down the chain), close, say bye."""
+        for i, stage in enumerate(self.stages):
+            try:
+                stage.flush()
+            except Exception as exc:  # noqa: BLE001
+                log.error("stage %s: flush failed: %s", stage.name, exc)
+            out = self.outlets[i].take()
+            if out:
+                self._forward(out, i == len(self.stages) - 1)
+                self.run_chain(out, i + 1)
+        for stage in self.stages:
+            try:
+                stage.close()
+            except Exception as exc:  # noqa: BLE001
+                log.error("stage %s: close failed: %s", stage.name, exc)
+        self.say("bye", self.counters())
+
+    def cleanup(self) -> None:
+        for sock in (self.inp, self.ret, self.up):
+            if sock is not None:
+                sock.close()
+        for ring in (self._down, self._up_ring):
+            if ring is not None:
+                ring.close()
+
+
+def main() -> None:
+    """Entry point of the pipeline process (``python -c 'from ... import main; main()'``)."""
+    spec = json.loads(sys.stdin.buffer.read() or b"{}")
+    child = ChildPipeline(spec)
+    root = logging.getLogger()
+    root.setLevel(spec.get("log_level", "INFO"))
+    root.addHandler(_UpstreamLog(child))
+    code = 0
+    try:
+        child.say("hello", str(os.getpid()))
+        try:
+            child.setup()
+        except Exception as exc:  # noqa: BLE001 - reported upstream as one line
+            child.say("error", f"{type(exc).__name__}: {exc}")
+            code = 2
+            return
+        child.say("ready", str(os.getpid()))
+        child._beat(time.monotonic())
+        child.loop()
+        child.finish()
+    except _ParentGone:
+        code = 3
+    except Exception as exc:  # noqa: BLE001 - a bug here: report it, exit non-zero
+        code = 1
+        try:
+            child.say("error", f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001
+            pass
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        child.cleanup()
+        sys.stdout.flush()
+        os._exit(code)  # no interpreter teardown: nothing left to flush, exit at once

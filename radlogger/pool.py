@@ -1,0 +1,380 @@
+"""Endpoint pools: one endpoint type run by N workers (threads or processes), e.g. FFT on
+several cores.
+
+The pool is itself an endpoint: it owns the inbox, and each batch it takes is cut into work
+items (``chunk`` measurements) dispatched round-robin or to the least-loaded worker, at most
+``depth`` items queued per worker.  Results come back in any order; a sequence-number reorder
+buffer publishes them in input order (``ordered = yes``), so per-source order is what it was
+at the input.  ``handle_batch`` returns when the whole batch is done, so the base class's
+accounting (``received == handled + dropped``), draining and stop deadline apply unchanged,
+and a busy pool naturally gets bigger batches (more parallel work) from its inbox.
+
+Crash isolation: an exception escaping a worker's ``handle_batch`` fails that work item only
+(counted, ``worker_crashed``) and the worker re-creates its endpoint; a worker process that
+dies (segfault, ``os._exit``, OOM kill) fails the items it held and is started again with
+backoff.  Siblings keep working.  Process workers speak :mod:`radlogger.wire` over a
+socketpair (see :mod:`radlogger.poolproc`); nothing is pickled.
+
+Pooled endpoints must be stateless per measurement (FFT, calibration): each worker has its own
+instance, so state accumulated across measurements (integration) would be split N ways.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .backoff import Backoff
+from .endpoint import Endpoint, EndpointState
+from .measurement import Measurement
+from .options import Option, resolve_options
+from .poolproc import ProcessWorker, load_endpoint_class
+
+__all__ = ["EndpointPool", "ThreadWorker"]
+
+log = logging.getLogger(__name__)
+
+_Result = tuple[list[Measurement], int, str | None, str | None]  # outputs, failed, error, crash
+
+
+class _Collector:
+    """The outlet of a thread worker's endpoint: collects what it publishes per work item."""
+
+    def __init__(self) -> None:
+        self.items: list[Measurement] = []
+
+    def push(self, m: Measurement) -> bool:
+        self.items.append(m)
+        return True
+
+
+class ThreadWorker:
+    """A worker thread with its own endpoint instance."""
+
+    mode = "thread"
+
+    def __init__(self, index: int, name: str, factory: Callable[[_Collector], Endpoint],
+                 post: Callable[..., None]) -> None:
+        self.index = index
+        self.name = name
+        self._factory = factory
+        self._post = post
+        self._collector = _Collector()
+        self.inner: Endpoint | None = None
+        self._work: deque[tuple[int, list[Measurement]] | None] = deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self.outstanding: dict[int, int] = {}  # guarded by the pool's lock
+        self.alive = False
+        self.stopping = False
+        self.pid = None
+
+    def start(self) -> None:
+        self.inner = self._factory(self._collector)
+        self.alive = True
+        self.stopping = False
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"pool:{self.name}#{self.index}")
+        self._thread.start()
+
+    def submit(self, seq: int, items: list[Measurement]) -> None:
+        with self._cv:
+            self._work.append((seq, items))
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._work:
+                    self._cv.wait()
+                job = self._work.popleft()
+            if job is None:
+                return
+            seq, items = job
+            self._post(self, seq, *self._handle(items))
+
+    def _handle(self, items: list[Measurement]) -> _Result:
+        inner = self.inner
+        assert inner is not None
+        self._collector.items = []
+        before = inner.stats.dropped
+        try:
+            inner.handle_batch(items)
+        except Exception as exc:  # noqa: BLE001 - isolated: this work item fails, not the pool
+            crashed = f"{type(exc).__name__}: {exc}"
+            log.error("pool %s#%d: endpoint raised %s; re-creating it", self.name, self.index,
+                      crashed, exc_info=True)
+            self._recreate()
+            return [], len(items), None, crashed
+        failed = inner.stats.dropped - before
+        if inner.state is EndpointState.FAILED:  # its own on_error policy gave up on it
+            self._recreate()
+            return [], len(items), None, "endpoint marked itself failed"
+        return self._collector.items, failed, (f"{failed} item(s) failed" if failed else None), \
+            None
+
+    def _recreate(self) -> None:
+        try:
+            if self.inner is not None:
+                self.inner.close()
+        except Exception:  # noqa: BLE001
+            log.exception("pool %s#%d: close failed", self.name, self.index)
+        try:
+            self.inner = self._factory(self._collector)
+        except Exception as exc:  # noqa: BLE001 - the pool restarts us with backoff
+            log.error("pool %s#%d: cannot re-create the endpoint: %s", self.name, self.index, exc)
+            self.alive = False
+            self._post(self, -1, [], 0, None, f"re-create failed: {exc}")
+            with self._cv:
+                self._work.appendleft(None)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        if self.inner is not None and self.alive:
+            self.inner.flush()  # safe: the pool calls it between batches, when we are idle
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping = True
+        with self._cv:
+            self._work.append(None)
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        inner, self.inner = self.inner, None
+        if inner is not None:
+            try:
+                inner.flush()
+                inner.close()
+            except Exception:  # noqa: BLE001 - stopping anyway
+                log.exception("pool %s#%d: flush/close failed", self.name, self.index)
+        self.alive = False
+
+
+class EndpointPool(Endpoint):
+    kind = "pool"
+    summary = "runs an endpoint type on N worker threads or processes (e.g. FFT on all cores)"
+    options = (
+        Option("endpoint", str, None, "endpoint type each worker runs: entry-point name (fft) "
+               "or module:Class", required=True),
+        Option("workers", int, 2, "number of workers", min=1, max=64),
+        Option("worker_mode", str, "process", "workers are processes (true parallelism, "
+               "isolation) or threads (cheap, shared GIL)", choices=("process", "thread")),
+        Option("dispatch", str, "least_loaded", "how work items are given to workers",
+               choices=("least_loaded", "round_robin")),
+        Option("ordered", bool, True, "publish results in input order (reorder buffer)"),
+        Option("chunk", int, 1, "measurements per work item", min=1),
+        Option("depth", int, 2, "work items queued per worker", min=1),
+        Option("startup_timeout", float, 30.0, "seconds a worker process may take to start",
+               min=0.1),
+    )
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        given = dict(settings or {})
+        given.update(kw)
+        own = {o.name for o in self.declared_options()} | {"driver", "type"}
+        super().__init__(name, {k: v for k, v in given.items() if k in own})
+        self.inner_options = {k: v for k, v in given.items() if k not in own}
+        try:
+            self.inner_class = load_endpoint_class(self.settings.endpoint)
+        except LookupError as exc:
+            raise ValueError(f"endpoint {name}: {exc}") from None
+        # Validate the inner options now, with the inner class's messages.
+        resolve_options(self.inner_class.declared_options(), self.inner_options,
+                        ignore=("driver", "type"))
+        if self.settings.worker_mode == "process":
+            try:
+                json.dumps(self.inner_options)
+            except TypeError as exc:
+                raise ValueError(f"endpoint {name}: options of a process pool must be plain "
+                                 f"values (text, numbers, lists): {exc}") from None
+        self.produces = tuple(getattr(self.inner_class, "produces", ()))
+        self.workers: list[Any] = []
+        self._cv = threading.Condition(threading.Lock())
+        self._done: dict[int, _Result] = {}
+        self._rr = 0
+        self.crashes = 0
+        self.restarts = 0
+        self.chunks = 0
+        self._last_crash_log = 0.0
+
+    # ---------------------------------------------------------------- workers
+    def _make_inner(self, collector: _Collector) -> Endpoint:
+        inner = self.inner_class(self.name, self.inner_options)
+        inner.bind(collector, self.has_subscribers, None)
+        inner.open()
+        return inner
+
+    def _routes(self, topics: set[str]) -> dict[str, bool]:
+        return {t: self.has_subscribers(t) for t in topics}
+
+    def _new_worker(self, index: int) -> Any:
+        if self.settings.worker_mode == "thread":
+            w: Any = ThreadWorker(index, self.name, self._make_inner, self._post)
+        else:
+            w = ProcessWorker(index, self.settings.endpoint, self.name, self.inner_options,
+                              self._post, self._routes, self.settings.startup_timeout)
+        w.backoff = Backoff(0.05, 5.0)
+        w.restart_at = 0.0
+        w.crashes = 0
+        w.failures = 0  # deaths and failed restarts since the last good work item
+        w.chunks = 0
+        return w
+
+    def open(self) -> None:
+        self.workers = []
+        try:
+            for i in range(self.settings.workers):
+                w = self._new_worker(i)
+                w.start()
+                self.workers.append(w)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for w in self.workers:
+            try:
+                w.stop()
+            except Exception:  # noqa: BLE001 - stop the others anyway
+                log.exception("pool %s: stopping worker %d failed", self.name, w.index)
+        self.workers = []
+
+    def flush(self) -> None:
+        for w in self.workers:
+            if not w.flush():
+                log.warning("pool %s: worker %d did not confirm its flush", self.name, w.index)
+
+    def _post(self, worker: Any, seq: int, outputs: list[Measurement], failed: int,
+              error: str | None, crashed: str | None) -> None:
+        """From worker threads: a finished work item, or (seq -1) a worker that died."""
+        with self._cv:
+            if seq == -1:
+                for s, n in worker.outstanding.items():
+                    self._done[s] = ([], n, None, crashed)
+                worker.outstanding.clear()
+                worker.crashes += 1
+                self.crashes += 1
+                # A first death restarts at once; one that keeps dying backs off.
+                delay = worker.backoff.next_delay() if worker.failures else 0.0
+                worker.failures += 1
+                worker.restart_at = time.monotonic() + delay
+            else:
+                n = worker.outstanding.pop(seq, None)
+                if n is None:
+                    return  # already failed when the worker died
+                self._done[seq] = (outputs, failed, error, crashed)
+                worker.chunks += 1
+                if crashed:
+                    worker.crashes += 1
+                    self.crashes += 1
+                    self.restarts += 1  # the worker re-created its endpoint
+                else:
+                    worker.failures = 0
+                    worker.backoff.reset()
+            self._cv.notify_all()
+
+    def _revive(self) -> None:
+        now = time.monotonic()
+        for w in self.workers:
+            if w.alive or w.stopping or now < w.restart_at:
+                continue
+            try:
+                w.stop(1.0)
+                w.start()
+            except Exception as exc:  # noqa: BLE001 - try again later
+                w.failures += 1
+                w.restart_at = time.monotonic() + w.backoff.next_delay()
+                log.error("pool %s: restarting worker %d failed: %s", self.name, w.index, exc)
+                continue
+            self.restarts += 1
+            log.warning("pool %s: worker %d restarted (pid %s)", self.name, w.index, w.pid)
+
+    def _hopeless(self) -> bool:
+        """No worker alive and each failed to start several times in a row."""
+        return not any(w.alive for w in self.workers) and \
+            all(w.failures >= 5 for w in self.workers)
+
+    def _pick(self, seq: int, n: int) -> Any:
+        """Under the lock: the worker for the next work item (reserved), or None to wait."""
+        workers = self.workers
+        depth = self.settings.depth
+        if self.settings.dispatch == "round_robin":
+            for k in range(len(workers)):
+                w = workers[(self._rr + k) % len(workers)]
+                if w.alive:
+                    if len(w.outstanding) >= depth:
+                        return None
+                    self._rr = (self._rr + k + 1) % len(workers)
+                    break
+            else:
+                return None
+        else:
+            free = [w for w in workers if w.alive and len(w.outstanding) < depth]
+            if not free:
+                return None
+            w = min(free, key=lambda x: sum(x.outstanding.values()))
+        w.outstanding[seq] = n
+        return w
+
+    # ---------------------------------------------------------------- the work
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        size = self.settings.chunk
+        chunks = [batch[i:i + size] for i in range(0, len(batch), size)]
+        total = len(chunks)
+        ordered = self.settings.ordered
+        results: dict[int, _Result] = {}
+        sent = finished = 0
+        while finished < total:
+            if not all(w.alive for w in self.workers):
+                self._revive()
+                if sent < total and self._hopeless():
+                    for seq in range(sent, total):
+                        results[seq] = ([], len(chunks[seq]), None, "no worker could be started")
+                    sent = total
+            while sent < total:
+                with self._cv:
+                    w = self._pick(sent, len(chunks[sent]))
+                if w is None:
+                    break
+                w.submit(sent, chunks[sent])
+                sent += 1
+            with self._cv:
+                if not self._done:
+                    self._cv.wait(0.2)
+                done, self._done = self._done, {}
+            results.update(done)
+            if ordered:
+                while finished in results:
+                    self._finish(results.pop(finished))
+                    finished += 1
+            else:
+                for seq in list(results):
+                    self._finish(results.pop(seq))
+                    finished += 1
+        self.chunks += total
+
+    def _finish(self, result: _Result) -> None:
+        outputs, failed, error, crashed = result
+        if failed:
+            self.count_dropped("worker_crashed" if crashed else "endpoint_failed", failed)
+            self.stats.errors += 1
+            now = time.monotonic()
+            if now - self._last_crash_log >= 1.0:
+                self._last_crash_log = now
+                log.error("pool %s: %d measurement(s) lost: %s", self.name, failed,
+                          crashed or error)
+        for m in outputs:
+            self.publish(m)
+
+    def status_counters(self) -> dict[str, Any]:
+        return {
+            "workers": [{"index": w.index, "mode": w.mode, "alive": w.alive, "pid": w.pid,
+                         "queued": len(w.outstanding), "chunks": w.chunks,
+                         "crashes": w.crashes} for w in self.workers],
+            "crashes": self.crashes, "restarts": self.restarts, "chunks": self.chunks,
+        }

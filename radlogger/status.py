@@ -1,0 +1,306 @@
+"""Pipeline status as data: state, time in state, counters, and stuck-state detection.
+
+Each device and endpoint has a state machine (``radlogger.device.DeviceState``,
+``radlogger.endpoint.EndpointState``).  :class:`StatusTracker` samples the pipeline and turns
+that into :class:`ComponentStatus` records: the state, how long it has been in it, its counters
+(the pipeline's, plus a plugin's own ``status_counters()`` when it has one), and a ``problem``
+when something looks wrong:
+
+* **stuck**: in a transitional state (``connecting``, ``restarting``, ``stopping``, ...)
+  longer than its timeout (``DEFAULT_TIMEOUTS``, configurable per state);
+* **stalled**: an endpoint with work pending whose handled+dropped count has not moved for
+  ``stall_s`` seconds (its handler hangs);
+* **silent**: a running device that produced nothing for ``silent_s`` seconds (off by
+  default: many instruments are bursty);
+* **failed**: gave up (device out of retries, endpoint marked failed).
+
+Time in state is measured by the tracker from the first sample that saw the state, so it is
+exact to one sampling interval.
+
+Status is available dynamically (:class:`StatusPublisher` publishes it periodically as
+measurements on ``radlogger.status.<component>`` through a pipeline outlet, so any endpoint,
+MQTT included, can subscribe) and statically (:func:`add_routes` serves ``/status`` and
+``/graph`` on a :class:`radlogger.web.WebServer`).  The graph itself is :mod:`radlogger.graph`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .graph import build_graph, graph_dot, graph_text, render_graph
+from .measurement import Measurement
+
+__all__ = ["DEFAULT_TIMEOUTS", "ComponentStatus", "PipelineStatus", "StatusTracker",
+           "StatusPublisher", "format_status", "add_routes", "build_graph", "graph_text",
+           "graph_dot", "render_graph"]
+
+log = logging.getLogger(__name__)
+
+#: seconds a component may stay in a transitional state before it is reported stuck
+DEFAULT_TIMEOUTS: dict[str, float] = {
+    "connecting": 60.0, "restarting": 30.0, "stopping": 30.0, "error": 30.0,
+}
+_FAILED = ("failed",)
+_NAME_SEGMENT = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass
+class ComponentStatus:
+    role: str  # device | endpoint
+    name: str
+    kind: str
+    state: str
+    in_state_s: float
+    problem: str = ""
+    counters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stuck(self) -> bool:
+        return bool(self.problem)
+
+
+@dataclass
+class PipelineStatus:
+    t_ns: int
+    components: list[ComponentStatus]
+    queue: dict[str, Any]
+
+    @property
+    def problems(self) -> list[ComponentStatus]:
+        return [c for c in self.components if c.problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def get(self, name: str) -> ComponentStatus:
+        for c in self.components:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t_ns": self.t_ns, "ok": self.ok, "queue": self.queue,
+                "components": [asdict(c) for c in self.components]}
+
+
+@dataclass
+class _Seen:
+    state: str
+    since: float
+    progress: int
+    progress_since: float
+
+
+class StatusTracker:
+    """Samples a pipeline; remembers since when each component is in its state."""
+
+    def __init__(self, timeouts: Mapping[str, float] | None = None, stall_s: float = 60.0,
+                 silent_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeouts = dict(DEFAULT_TIMEOUTS)
+        if timeouts:
+            self.timeouts.update(timeouts)
+        self.stall_s = stall_s
+        self.silent_s = silent_s
+        self.clock = clock
+        self._seen: dict[tuple[str, str], _Seen] = {}
+
+    def _track(self, key: tuple[str, str], state: str, progress: int, now: float) -> _Seen:
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = _Seen(state, now, progress, now)
+        if seen.state != state:
+            seen.state, seen.since = state, now
+        if seen.progress != progress:
+            seen.progress, seen.progress_since = progress, now
+        return seen
+
+    def _problem(self, role: str, state: str, seen: _Seen, now: float, pending: int,
+                 last_error: str) -> str:
+        in_state = now - seen.since
+        if state in _FAILED:
+            return "failed" + (f": {last_error}" if last_error else "")
+        limit = self.timeouts.get(state)
+        if limit is not None and in_state > limit:
+            return (f"stuck in {state} for {in_state:.0f} s (limit {limit:g} s)"
+                    + (f": {last_error}" if last_error else ""))
+        idle_for = now - seen.progress_since
+        if role == "endpoint" and pending and idle_for > self.stall_s:
+            return f"stalled: {pending} measurements waiting, no progress for {idle_for:.0f} s"
+        if (role == "device" and state == "running" and self.silent_s is not None
+                and idle_for > self.silent_s):
+            return f"silent: nothing produced for {idle_for:.0f} s"
+        return ""
+
+    def update(self, pipeline: Any, now: float | None = None) -> PipelineStatus:
+        now = self.clock() if now is None else now
+        snap = pipeline.snapshot()
+        components: list[ComponentStatus] = []
+        live: set[tuple[str, str]] = set()
+        producers = snap["producers"]
+        for name, d in list(pipeline.devices.items()):
+            p = producers.get(name, {})
+            state = getattr(d.state, "value", str(d.state))
+            key = ("device", name)
+            live.add(key)
+            seen = self._track(key, state, int(p.get("produced", 0)), now)
+            counters = {k: v for k, v in p.items() if k not in ("name", "state", "kind")}
+            counters.update(_extra(d))
+            components.append(ComponentStatus(
+                "device", name, d.kind, state, round(now - seen.since, 3),
+                self._problem("device", state, seen, now, 0, d.last_error), counters))
+        for name, e in list(pipeline.endpoints.items()):
+            s = snap["endpoints"].get(name, {})
+            state = getattr(e.state, "value", str(e.state))
+            key = ("endpoint", name)
+            live.add(key)
+            progress = int(s.get("handled", 0)) + int(s.get("dropped", 0))
+            seen = self._track(key, state, progress, now)
+            counters = {k: v for k, v in s.items() if k not in ("name", "state", "kind")}
+            counters.update(_extra(e))
+            components.append(ComponentStatus(
+                "endpoint", name, e.kind, state, round(now - seen.since, 3),
+                self._problem("endpoint", state, seen, now, e.pending, ""), counters))
+        for key in set(self._seen) - live:
+            del self._seen[key]  # removed on reload
+        return PipelineStatus(time.time_ns(), components, snap["queue"])
+
+
+def _extra(component: Any) -> dict[str, Any]:
+    """A plugin's own counters (optional capability ``status_counters()``)."""
+    fn = getattr(component, "status_counters", None)
+    if fn is None:
+        return {}
+    try:
+        return dict(fn())
+    except Exception as exc:  # noqa: BLE001 - status must not break on a plugin's bug
+        return {"status_error": f"{type(exc).__name__}: {exc}"}
+
+
+def format_status(status: PipelineStatus) -> str:
+    """A table for humans (``radloggerd status``)."""
+    q = status.queue
+    lines = [f"queue {q.get('depth')}/{q.get('capacity')} high-water {q.get('high_water')} "
+             f"dropped {q.get('dropped')}"]
+    width = max((len(c.name) for c in status.components), default=4)
+    for c in status.components:
+        k = c.counters
+        if c.role == "device":
+            nums = f"produced={k.get('produced', 0)} dropped={k.get('dropped', 0)} " \
+                   f"errors={k.get('errors', 0)}"
+        else:
+            nums = f"received={k.get('received', 0)} handled={k.get('handled', 0)} " \
+                   f"dropped={k.get('dropped', 0)} inbox={k.get('inbox_depth', 0)}"
+        line = f"{c.role:8} {c.name:{width}} {c.kind:12} {c.state:11} {c.in_state_s:8.1f}s {nums}"
+        if c.problem:
+            line += f"  !! {c.problem}"
+        lines.append(line)
+    lines.append("ok" if status.ok else f"{len(status.problems)} problem(s)")
+    return "\n".join(lines) + "\n"
+
+
+class StatusPublisher:
+    """Publishes the status every ``interval`` seconds as measurements.
+
+    One measurement per component on ``<topic>.<name>`` (value: the state, meta: time in
+    state, problem, counters) and one on ``<topic>.pipeline`` (value: number of problems).
+    They enter the pipeline through the outlet of producer ``source``, like any device's.
+    """
+
+    def __init__(self, pipeline: Any, interval: float = 10.0, topic: str = "radlogger.status",
+                 tracker: StatusTracker | None = None, source: str = "radlogger") -> None:
+        self.pipeline = pipeline
+        self.interval = interval
+        self.topic = topic
+        self.tracker = tracker or StatusTracker()
+        self.source = source
+        self.outlet = pipeline.outlet(source)
+        self.published = 0
+        self.last: PipelineStatus | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def measurements(self, status: PipelineStatus) -> list[Measurement]:
+        out: list[Measurement] = []
+        for c in status.components:
+            segment = _NAME_SEGMENT.sub("_", c.name) or "_"
+            meta = {"role": c.role, "kind": c.kind, "in_state_s": c.in_state_s,
+                    "problem": c.problem, "counters": c.counters}
+            out.append(Measurement(self.source, f"{self.topic}.{segment}", c.state,
+                                   status.t_ns, meta=meta))
+        out.append(Measurement(self.source, f"{self.topic}.pipeline", len(status.problems),
+                               status.t_ns, meta={"queue": status.queue,
+                                                  "problems": [c.name for c in status.problems]}))
+        return out
+
+    def publish_once(self) -> PipelineStatus:
+        status = self.tracker.update(self.pipeline)
+        self.last = status
+        push = self.outlet.push
+        for m in self.measurements(status):
+            if push(m):
+                self.published += 1
+        for c in status.problems:
+            log.warning("status: %s %s: %s", c.role, c.name, c.problem)
+        return status
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.publish_once()
+            except Exception:  # noqa: BLE001 - keep reporting
+                log.exception("status: publishing failed")
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def add_routes(app: Any, pipeline: Any, tracker: StatusTracker) -> None:
+    """``GET /status`` (JSON), ``/status.txt``, ``/graph`` (text) and ``/graph.dot`` on an
+    aiohttp application (e.g. ``WebServer.app``): how ``radloggerd status`` asks a daemon."""
+    from aiohttp import web
+
+    lock = threading.Lock()  # the tracker is not thread-safe; requests may overlap
+
+    def current() -> PipelineStatus:
+        with lock:
+            return tracker.update(pipeline)
+
+    async def status_json(request: web.Request) -> web.Response:
+        return web.json_response(current().to_dict(), dumps=_dumps)
+
+    async def status_text(request: web.Request) -> web.Response:
+        return web.Response(text=format_status(current()))
+
+    async def graph(request: web.Request) -> web.Response:
+        return web.Response(text=graph_text(build_graph(pipeline, current())))
+
+    async def dot(request: web.Request) -> web.Response:
+        return web.Response(text=graph_dot(build_graph(pipeline, current())),
+                            content_type="text/vnd.graphviz")
+
+    app.router.add_get("/status", status_json)
+    app.router.add_get("/status.txt", status_text)
+    app.router.add_get("/graph", graph)
+    app.router.add_get("/graph.dot", dot)
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=str)

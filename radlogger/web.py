@@ -1,0 +1,190 @@
+"""The one HTTP stack: an aiohttp application served from its own thread and event loop.
+
+radloggerd is a threaded program; aiohttp is asyncio.  Rather than turning the daemon inside
+out, each server runs an ``aiohttp.web.Application`` on a private event loop in a dedicated
+thread.  Other threads talk to handlers only through :meth:`WebServer.call_soon` (which uses
+``loop.call_soon_threadsafe``), so handlers never share state with endpoint threads except
+through thread-safe structures they own.
+
+Safe defaults: bind 127.0.0.1 (a user opts into other interfaces explicitly), optional bearer
+token checked in constant time on every request except the listed public paths, port 0 means
+"any free port" (tests, and the bound port is then :attr:`WebServer.port`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["WebServer", "WebError", "resolve_token"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WebError(RuntimeError):
+    """A server that cannot start (port in use, bad address); the message says the fix."""
+
+
+def resolve_token(token: str | None, token_file: str | None, what: str) -> str | None:
+    """The bearer token from an option or a file (a file keeps secrets out of the INI)."""
+    if token_file:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise WebError(f"{what}: token_file {token_file}: {exc.strerror}: create it or "
+                           "fix the path") from None
+        if not text:
+            raise WebError(f"{what}: token_file {token_file} is empty: write the token into it")
+        return text
+    return token or None
+
+
+def bearer_middleware(token: str, public: Iterable[str] = ()) -> Any:
+    expected = f"Bearer {token}".encode()
+    open_paths = frozenset(public)
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in open_paths:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise web.HTTPUnauthorized(
+                    text="missing or wrong bearer token (send 'Authorization: Bearer <token>')\n",
+                    headers={"WWW-Authenticate": 'Bearer realm="radloggerd"'})
+        return await handler(request)
+
+    return check_token
+
+
+class WebServer:
+    """An aiohttp application on its own thread; add routes to :attr:`app`, then start."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+                 name: str = "web", public: Iterable[str] = ("/health",),
+                 shutdown_timeout: float = 1.0) -> None:
+        self.host = host
+        self.requested_port = port
+        self.name = name
+        self.token = token
+        middlewares = [bearer_middleware(token, public)] if token else []
+        self.app = web.Application(middlewares=middlewares)
+        self.app.router.add_get("/health", self._health)
+        self.shutdown_timeout = shutdown_timeout
+        self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "name": self.name})
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._error is None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, timeout: float = 10.0) -> None:
+        """Bind and serve; returns once the port is bound, raises :class:`WebError` if not."""
+        if self._thread is not None:
+            return
+        self._started.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._main, name=f"web:{self.name}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise WebError(f"{self.name}: HTTP server did not start within {timeout} s")
+        if self._error is not None:
+            self._thread.join(timeout)
+            self._thread = None
+            err = self._error
+            reason = getattr(err, "strerror", None) or str(err)
+            raise WebError(f"{self.name}: cannot listen on {self.host}:{self.requested_port}: "
+                           f"{reason} (choose another host/port or stop the program using it)")
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._setup())
+        except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
+            self._error = exc
+            self._started.set()
+            loop.run_until_complete(self._cleanup())
+            loop.close()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._cleanup())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _setup(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               shutdown_timeout=self.shutdown_timeout)
+        self._runner = runner
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.requested_port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.requested_port
+
+    async def _cleanup(self) -> None:
+        if self._runner is not None:
+            try:
+                await self._runner.cleanup()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.exception("%s: HTTP server cleanup failed", self.name)
+            self._runner = None
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop serving (open long-polls are woken by the app's on_shutdown hooks)."""
+        thread, loop = self._thread, self.loop
+        if thread is None or loop is None:
+            return True
+        if thread.is_alive():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass  # loop already closed
+        thread.join(timeout)
+        self._thread = None
+        return not thread.is_alive()
+
+    # ---------------------------------------------------------------- cross-thread calls
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run ``fn(*args)`` on the server's loop; False if the server is not running."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return False
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            return False
+        return True
+
+    def run(self, coro: Awaitable[Any]) -> Future[Any]:
+        """Schedule a coroutine on the server's loop from another thread."""
+        if self.loop is None:
+            raise RuntimeError(f"{self.name}: server not started")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
