@@ -98,6 +98,12 @@ class PicoDevice(Device):
     #: pyusb backend for ``serial`` lookups (None: libusb); tests put a simulated one here
     usb_backend: Any = None
 
+    @property  # type: ignore[override]
+    def finite(self) -> bool:
+        """A directory or file of bitstreams with ``repeat`` passes ends; the farm's queue
+        does not."""
+        return bool(self.settings.bitstreams) and self.settings.repeat > 0
+
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
         s = self.settings

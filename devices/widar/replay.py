@@ -88,6 +88,10 @@ class WidarReplayDevice(LagSetDevice):
                " lag sets are counted as late)"),
     )
 
+    @property  # type: ignore[override]
+    def finite(self) -> bool:
+        return not self.settings.loop
+
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
         self._files: list[str] = []
