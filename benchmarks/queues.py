@@ -24,8 +24,8 @@ def _run(producer: Callable[[], None], consumer: Callable[[], None]) -> None:
     c.join()
 
 
-def ours(n: int) -> int:
-    q: LocklessQueue[object] = LocklessQueue(CAPACITY, "block", block_timeout=60)
+def _drain_until_done(q: LocklessQueue[object]) -> Callable[[], int]:
+    """The broker's way of consuming: sleep until woken, take whole batches."""
     got = 0
 
     def consumer() -> None:
@@ -38,6 +38,14 @@ def ours(n: int) -> int:
                 return
             got += len(batch)
 
+    consumer.result = lambda: got  # type: ignore[attr-defined]
+    return consumer
+
+
+def ours(n: int) -> int:
+    q: LocklessQueue[object] = LocklessQueue(CAPACITY, "block", block_timeout=60)
+    consumer = _drain_until_done(q)
+
     def producer() -> None:
         put = q.put
         for i in range(n):
@@ -45,21 +53,12 @@ def ours(n: int) -> int:
         put(_DONE)
 
     _run(producer, consumer)
-    return got
+    return int(consumer.result())  # type: ignore[attr-defined]
 
 
 def ours_put_many(n: int, chunk: int = 64) -> int:
     q: LocklessQueue[object] = LocklessQueue(CAPACITY, "block", block_timeout=60)
-    got = 0
-
-    def consumer() -> None:
-        nonlocal got
-        while True:
-            batch = q.get_batch(8192, None)
-            if batch and batch[-1] is _DONE:
-                got += len(batch) - 1
-                return
-            got += len(batch)
+    consumer = _drain_until_done(q)
 
     def producer() -> None:
         put_many = q.put_many
@@ -69,47 +68,35 @@ def ours_put_many(n: int, chunk: int = 64) -> int:
         q.put(_DONE)
 
     _run(producer, consumer)
+    return int(consumer.result())  # type: ignore[attr-defined]
+
+
+def _one_by_one(q: queue.Queue[object] | queue.SimpleQueue[object], n: int) -> int:
+    """The standard library queues have no batch get: one ``get`` per item."""
+    got = 0
+
+    def consumer() -> None:
+        nonlocal got
+        get = q.get
+        while get() is not _DONE:
+            got += 1
+
+    def producer() -> None:
+        put = q.put
+        for i in range(n):
+            put(i)
+        put(_DONE)
+
+    _run(producer, consumer)
     return got
 
 
 def queue_queue(n: int) -> int:
-    q: queue.Queue[object] = queue.Queue(CAPACITY)
-    got = 0
-
-    def consumer() -> None:
-        nonlocal got
-        get = q.get
-        while get() is not _DONE:
-            got += 1
-
-    def producer() -> None:
-        put = q.put
-        for i in range(n):
-            put(i)
-        put(_DONE)
-
-    _run(producer, consumer)
-    return got
+    return _one_by_one(queue.Queue(CAPACITY), n)
 
 
 def simple_queue(n: int) -> int:
-    q: queue.SimpleQueue[object] = queue.SimpleQueue()  # unbounded: no backpressure at all
-    got = 0
-
-    def consumer() -> None:
-        nonlocal got
-        get = q.get
-        while get() is not _DONE:
-            got += 1
-
-    def producer() -> None:
-        put = q.put
-        for i in range(n):
-            put(i)
-        put(_DONE)
-
-    _run(producer, consumer)
-    return got
+    return _one_by_one(queue.SimpleQueue(), n)  # unbounded: no backpressure at all
 
 
 def deque_condition(n: int) -> int:
