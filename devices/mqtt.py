@@ -84,10 +84,8 @@ class MQTTDevice(Device):
         return f"mqtt://{s.host}:{s.port}/" + ",".join(self.filters)
 
     def topics(self) -> list[str]:
-        if self.settings.payload == "value":
-            return [f"{self.name}.{from_mqtt_topic(self.settings.topic_prefix, f)}"
-                    .replace("#", "*").replace("+", "*") for f in self.filters]
-        return [f"{self.prefix}.*" if self.prefix else "*"]
+        """None declared: it relays whatever the broker delivers (under ``<name>.``)."""
+        return []
 
     # ---------------------------------------------------------------- lifecycle
     def open(self) -> None:

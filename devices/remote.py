@@ -60,8 +60,8 @@ class RemoteDevice(Device):
         return self.settings.url
 
     def topics(self) -> list[str]:
-        filters = self.settings.topics or ["*"]
-        return [f"{self.prefix}.{t}" if self.prefix else t for t in filters]
+        """None declared: it relays whatever the upstream serves (under ``<name>.``)."""
+        return []
 
     def open(self) -> None:
         self.client.reset_interrupt()

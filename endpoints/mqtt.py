@@ -35,7 +35,6 @@ from radlogger.options import Option
 from radlogger.wire import encode
 
 _OK = 0  # paho MQTT_ERR_SUCCESS
-_NO_CONN = 4  # paho MQTT_ERR_NO_CONN
 
 
 class MQTTEndpoint(Endpoint):
@@ -81,11 +80,22 @@ class MQTTEndpoint(Endpoint):
                              on_publish=self._confirm)
         self.link.start()
 
-    def stop(self, deadline: float) -> None:
-        # Leave a little of the deadline to count what could not be sent (else the base
-        # class would count the whole batch in flight as a shutdown drop).
+    def _give_up_before(self, deadline: float) -> None:
+        """Stop waiting for an absent broker a little before ``deadline``, leaving time to
+        count what could not be sent (else the base class would count the whole batch in
+        flight as a shutdown drop, and the pipeline's flush would wait for it in vain)."""
         self._give_up_at = deadline - min(0.5, max(0.0, deadline - time.monotonic()) / 4)
         self._wake()
+
+    def flush_for_stop(self, deadline: float) -> bool:
+        self._give_up_before(deadline)
+        try:
+            return super().flush_for_stop(deadline)
+        finally:
+            self._give_up_at = None  # a reload goes on: buffer through outages again
+
+    def stop(self, deadline: float) -> None:
+        self._give_up_before(deadline)
         super().stop(deadline)
 
     @property
@@ -162,8 +172,9 @@ class MQTTEndpoint(Endpoint):
             info = link.publish(topic, payload, s.qos, s.retain) if link is not None else None
             if info is None:
                 continue  # the connection dropped meanwhile: wait for the next one
-            if info.rc == _OK or (info.rc == _NO_CONN and s.qos == 1):
-                # QoS 1 without a connection: paho keeps it and sends it after reconnecting.
+            if info.rc == _OK or s.qos == 1:
+                # QoS 1 that found the connection gone (NO_CONN, CONN_LOST): paho keeps the
+                # message and sends it again after reconnecting, like the ones in flight.
                 with self._cv:
                     if info.mid in self._early:
                         self._early.discard(info.mid)
@@ -172,8 +183,11 @@ class MQTTEndpoint(Endpoint):
                         self._outstanding[info.mid] = (topic, payload)
                 self.bytes_sent += len(payload)
                 return True
-            if info.rc != _NO_CONN:
-                raise RuntimeError(f"paho refused to publish on {topic}: rc={info.rc}")
+            # QoS 0 not written whole (the connection broke under it): send it again once the
+            # link thread has noticed and reconnected.
+            self.retries += 1
+            with self._cv:
+                self._cv.wait(0.01)
 
     def _settle(self) -> bool:
         """Wait until everything sent is confirmed, resending what a lost connection ate."""
@@ -213,9 +227,7 @@ class MQTTEndpoint(Endpoint):
             self._retry.clear()
         if lost > 0:
             self.unsent += lost
-            # TODO(core): a public Endpoint.drop_items(n, reason) would replace this line.
-            self._batch_failures += lost
-            self.stats.drop("mqtt_unavailable", lost)
+            self.count_dropped("mqtt_unavailable", lost)
 
     def status_counters(self) -> dict[str, Any]:
         link = self.link

@@ -184,6 +184,81 @@ def check(ctx: click.Context, path: str, resolved: bool) -> None:
         click.echo(config.resolved_ini(), nl=False)
 
 
+@cli.command()
+@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), required=True,
+              envvar="RADLOGGER_CONFIG", help="Configuration file to draw.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the graph here: .svg or .png rendered with Graphviz when it is "
+                   "installed, .dot as DOT source, anything else as text.")
+@log_level_option
+@click.pass_context
+def graph(ctx: click.Context, path: str, output: str | None) -> None:
+    """Show the configured dataflow graph (devices, topics, endpoints, derived topics)."""
+    _tool_logging(ctx)
+    config = _load(path)
+    from .graph import graph_dot, graph_text, render_graph
+
+    if output is None:
+        click.echo(graph_text(config.graph), nl=False)
+        return
+    if output.endswith(".dot"):
+        with open(output, "w") as f:
+            f.write(graph_dot(config.graph))
+        click.echo(f"wrote {output}")
+        return
+    written, rendered = render_graph(config.graph, output)
+    click.echo(f"wrote {written}" + ("" if rendered else " (Graphviz `dot` not found: text)"))
+
+
+@cli.command()
+@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), default=None,
+              envvar="RADLOGGER_CONFIG", help="The running daemon's configuration (its "
+              "control_host, control_port and control_token are used).")
+@click.option("--url", default=None, help="Status API address, e.g. http://127.0.0.1:8765.")
+@click.option("--token", default=None, envvar="RADLOGGER_CONTROL_TOKEN",
+              help="Bearer token of the status API.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
+@log_level_option
+@click.pass_context
+def status(ctx: click.Context, path: str | None, url: str | None, token: str | None,
+           as_json: bool, timeout: float) -> None:
+    """Ask a running daemon for the state and counters of every device and endpoint.
+
+    Exit code 0 when every component is healthy, 1 when some report a problem or the daemon
+    cannot be reached.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    _tool_logging(ctx)
+    if url is None:
+        if path is None:
+            fail("which daemon? give --url, or -c with the daemon's configuration")
+        d = _load(path).daemon
+        if not d.control_port:
+            fail(f"{path}: control_port is 0 (the status API is off); set control_port in "
+                 "[radlogger] and restart the daemon")
+        url = f"http://{d.control_host}:{d.control_port}"
+        token = token or d.control_token or None
+    req = urllib.request.Request(url.rstrip("/") + ("/status" if as_json else "/status.txt"))
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own API
+            body = resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        fail(f"{url}: HTTP {exc.code} {exc.reason}" + (" (wrong or missing token: --token)"
+                                                       if exc.code == 401 else ""), 1)
+    except (urllib.error.URLError, OSError) as exc:
+        fail(f"{url}: cannot reach the daemon ({getattr(exc, 'reason', exc)}); is it running "
+             "with control_port set?", 1)
+    click.echo(body, nl=not body.endswith("\n"))
+    healthy = json.loads(body)["ok"] if as_json else body.rstrip().endswith("ok")
+    sys.exit(0 if healthy else 1)
+
+
 # ---------------------------------------------------------------------------------- config
 @cli.group("config")
 def config_group() -> None:

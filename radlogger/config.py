@@ -30,6 +30,7 @@ from typing import Any
 
 from . import plugins
 from .broker import is_glob, pattern_matches, validate_pattern
+from .control import CONTROL_OPTIONS
 from .graph import Graph, build_graph
 from .options import Option, OptionError, Settings, closest, resolve_options
 
@@ -62,9 +63,11 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
            "it); empty = standard error (the journal under systemd)"),
     Option("include", str, "conf.d", "directory of drop-in *.ini files merged in name order, "
            "relative to the main file; empty = none"),
+    *CONTROL_OPTIONS,
 )
 #: daemon options that size the running pipeline: a reload cannot change them
-RESTART_ONLY = ("queue_size", "queue_policy", "block_timeout", "batch_max", "pool_workers")
+RESTART_ONLY = ("queue_size", "queue_policy", "block_timeout", "batch_max", "pool_workers",
+                "control_port", "control_host", "control_token", "status_interval")
 
 _ROLES = {"device": ("driver", plugins.DEVICE_GROUP), "endpoint": ("type", plugins.ENDPOINT_GROUP)}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RESTART_ONLY, Config, ConfigError, load_config
+from .control import Control
 from .pipeline import Pipeline, tune_gc
 from .reload import Reconfigurer
 from .stats import format_summary
@@ -177,6 +178,15 @@ class Daemon:
             pipeline.stop(self.config.daemon.shutdown_deadline)
             self._final(False)
             return 1
+        control = Control(pipeline, self.config.daemon)
+        try:
+            control.start()
+        except Exception as exc:  # noqa: BLE001 - e.g. the port is taken
+            log.error("cannot start the status API: %s", exc)
+            control.stop()
+            pipeline.stop(self.config.daemon.shutdown_deadline)
+            self._final(False)
+            return 1
         log.info("running %d devices, %d endpoints from %s", len(pipeline.devices),
                  len(pipeline.endpoints), ", ".join(self.config.files))
         self._ready.set()
@@ -186,6 +196,7 @@ class Daemon:
         reason = self._loop(duration, once)
         log.info("stopping (%s), deadline %.1f s", reason, self.config.daemon.shutdown_deadline)
         sd_notify("STOPPING=1")
+        control.stop()
         drained = pipeline.stop(self.config.daemon.shutdown_deadline)
         if not drained:
             log.error("shutdown deadline of %.1f s missed; undelivered measurements are counted "

@@ -12,6 +12,7 @@ or PNG when it is installed.
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ __all__ = ["Node", "Graph", "build_graph", "graph_text", "graph_dot", "render_gr
 @dataclass
 class Node:
     id: str
-    kind: str  # device | topic | endpoint | external
+    kind: str  # device | topic | undeclared (a device's unknown topics) | endpoint | external
     label: str
     state: str = ""
     problem: str = ""
@@ -62,6 +63,17 @@ def _derive(template: str, topic: str, name: str) -> str | None:
         return None
 
 
+def _overlaps(pattern: str, topic: str) -> bool:
+    """Whether subscription ``pattern`` receives ``topic``, which may itself be a glob standing
+    for topics a device does not declare (``remote1.*``)."""
+    if not is_glob(topic):
+        return pattern_matches(pattern, topic)
+    if pattern_matches(pattern, topic.replace("*", "x").replace("?", "x")):
+        return True
+    return not is_glob(pattern) and (fnmatch.fnmatchcase(pattern, topic) or
+                                     fnmatch.fnmatchcase(pattern + ".x", topic))
+
+
 def _endpoint_label(e: Any) -> str:
     kind = getattr(e, "kind", "") or type(e).__name__
     s = getattr(e, "settings", {})
@@ -91,9 +103,15 @@ def build_graph(pipeline: Any, status: Any = None) -> Graph:
         source = getattr(d, "graph_source", None)
         if source:
             g.link(g.add(Node(f"external:{source}", "external", source)), did)
-        for t in d.topics():
+        declared = d.topics()
+        for t in declared:
             topics.add(t)
             g.link(did, g.add(Node(f"topic:{t}", "topic", t)))
+        if not declared:  # a relay or a generic driver: anything under its name
+            t = f"{d.name}.*"
+            topics.add(t)
+            g.link(did, g.add(Node(f"topic:{t}", "undeclared",
+                                   f"{t} (topics not declared by the driver)")))
     for t in getattr(pipeline.broker, "_known_topics", ()):  # topics seen while running
         topics.add(t)
         g.add(Node(f"topic:{t}", "topic", t))
@@ -115,7 +133,7 @@ def build_graph(pipeline: Any, status: Any = None) -> Graph:
         new: set[str] = set()
         for e in endpoints:
             for t in pending:
-                if any(pattern_matches(p, t) or p == t for p in subs.get(e.name, ())):
+                if any(_overlaps(p, t) or p == t for p in subs.get(e.name, ())):
                     fed[e.name].add(t)
                     g.link(f"topic:{t}", f"endpoint:{e.name}")
                     for template in getattr(e, "produces", ()):
@@ -129,9 +147,7 @@ def build_graph(pipeline: Any, status: Any = None) -> Graph:
         pending = new
     for e in endpoints:
         for p in subs.get(e.name, ()):
-            if not any(pattern_matches(p, t) or p == t or
-                       (is_glob(t) and pattern_matches(p, t.rstrip("*").rstrip(".")))
-                       for t in topics):
+            if not any(_overlaps(p, t) or p == t for t in topics):
                 g.warnings.append(f"endpoint {e.name}: subscription '{p}' matches no topic "
                                   "any device or endpoint publishes")
                 g.link(g.add(Node(f"topic:{p}", "topic", f"{p} (nothing publishes)")),
@@ -193,6 +209,7 @@ def graph_text(g: Graph) -> str:
 
 _SHAPES = {"device": 'shape=box, style="rounded,filled", fillcolor="#dbe9f6"',
            "topic": 'shape=ellipse, style=filled, fillcolor="#f4f4f4"',
+           "undeclared": 'shape=ellipse, style="dashed,filled", fillcolor="#f4f4f4"',
            "endpoint": 'shape=component, style=filled, fillcolor="#e3f3df"',
            "external": 'shape=cylinder, style=filled, fillcolor="#fdf1d6"'}
 

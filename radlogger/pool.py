@@ -32,7 +32,7 @@ from typing import Any
 from .backoff import Backoff
 from .endpoint import Endpoint, EndpointState
 from .measurement import Measurement
-from .options import Option, resolve_options
+from .options import Option
 from .poolproc import ProcessWorker, load_endpoint_class
 
 __all__ = ["EndpointPool", "ThreadWorker"]
@@ -183,16 +183,16 @@ class EndpointPool(Endpoint):
             self.inner_class = load_endpoint_class(self.settings.endpoint)
         except LookupError as exc:
             raise ValueError(f"endpoint {name}: {exc}") from None
-        # Validate the inner options now, with the inner class's messages.
-        resolve_options(self.inner_class.declared_options(), self.inner_options,
-                        ignore=("driver", "type"))
+        # Validate the inner options now, with the inner class's own checks and messages
+        # (constructing an endpoint opens nothing), and learn what it publishes.
+        probe = self.inner_class(name, self.inner_options)
         if self.settings.worker_mode == "process":
             try:
                 json.dumps(self.inner_options)
             except TypeError as exc:
                 raise ValueError(f"endpoint {name}: options of a process pool must be plain "
                                  f"values (text, numbers, lists): {exc}") from None
-        self.produces = tuple(getattr(self.inner_class, "produces", ()))
+        self.produces = tuple(getattr(probe, "produces", ()))
         self.workers: list[Any] = []
         self._cv = threading.Condition(threading.Lock())
         self._done: dict[int, _Result] = {}

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
+from mosquitto import Mosquitto, broker_fixture
 
 from conftest import wait_for
 from devices.mqtt import MQTTDevice
 from devices.synthetic import SyntheticDevice
 from endpoints.mqtt import MQTTEndpoint
-from mosquitto import Mosquitto, broker_fixture
 from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.mqtt import MQTTConfigError, from_mqtt_topic, make_client, to_mqtt_topic

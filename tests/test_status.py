@@ -177,6 +177,18 @@ def test_graph_text_and_dot_follow_the_data(pipeline: Pipeline) -> None:
     assert '"topic:wsa1.iq_x2" -> "endpoint:store";' in dot
 
 
+def test_graph_of_a_relay_device_that_declares_no_topics(pipeline: Pipeline) -> None:
+    from devices.mqtt import MQTTDevice
+
+    pipeline.add_device(MQTTDevice("hostA", port=1883, topic_prefix="lab/a"))
+    pipeline.add_endpoint(NullEndpoint("store"), subscribe=["hostA.station"])
+    g = build_graph(pipeline)
+    assert graph_text(g).splitlines() == [
+        "mqtt://127.0.0.1:1883/lab/a/# ->", "hostA (mqtt)",
+        "`-- hostA.* (topics not declared by the driver)", "    `-- -> store (null)"]
+    assert not g.warnings
+
+
 def test_graph_shows_states_and_problems(pipeline: Pipeline) -> None:
     dev = pipeline.add_device(SlowConnect("scope"))
     pipeline.add_endpoint(NullEndpoint("sink"), subscribe=["scope"])

@@ -1,0 +1,62 @@
+"""The daemon's control surface: the HTTP status API and the periodic ``status`` topic.
+
+``radloggerd status`` asks a running daemon through this API (``GET /status``,
+``/status.txt``, ``/graph``, ``/graph.dot``), bound to 127.0.0.1 unless configured otherwise,
+with an optional bearer token.  The status topic (``radlogger.status.<name>``) lets any endpoint
+subscribe to the daemon's own health: a store keeps it, an MQTT endpoint forwards it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .options import Option
+
+__all__ = ["CONTROL_OPTIONS", "Control"]
+
+log = logging.getLogger(__name__)
+
+CONTROL_OPTIONS: tuple[Option, ...] = (
+    Option("control_port", int, 0, "TCP port of the HTTP status API used by `radloggerd "
+           "status` (0 = off)", min=0, max=65535),
+    Option("control_host", str, "127.0.0.1", "address the status API binds to"),
+    Option("control_token", str, "", "bearer token the status API requires (empty = none)"),
+    Option("status_interval", float, 0.0, "seconds between status measurements published on "
+           "radlogger.status.* (0 = off)", min=0),
+)
+
+
+class Control:
+    """Starts and stops the status API and publisher of one running pipeline."""
+
+    def __init__(self, pipeline: Any, settings: Any) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self.web: Any = None
+        self.publisher: Any = None
+
+    def start(self) -> None:
+        from .status import StatusPublisher, StatusTracker, add_routes
+
+        s = self.settings
+        tracker = StatusTracker()
+        if s.status_interval:
+            self.publisher = StatusPublisher(self.pipeline, s.status_interval, tracker=tracker)
+            self.publisher.start()
+        if s.control_port:
+            from .web import WebServer
+
+            self.web = WebServer(s.control_host, s.control_port, s.control_token or None,
+                                 name="radloggerd")
+            add_routes(self.web.app, self.pipeline, StatusTracker())
+            self.web.start()
+            log.info("status API on %s", self.web.url)
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.stop()
+            self.publisher = None
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
