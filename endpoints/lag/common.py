@@ -1,4 +1,5 @@
-"""Helpers shared by the lag endpoints: derived topic names, grouping a batch for stacking."""
+"""Helpers shared by the lag endpoints: the product a measurement belongs to, grouping a batch
+for stacking.  (Output topics and laziness are ``radlogger.processing``'s.)"""
 
 from __future__ import annotations
 
@@ -6,33 +7,13 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 from radlogger.measurement import Measurement
-from radlogger.options import OptionError
 
-__all__ = ["derive_topic", "check_template", "group_by", "product_of", "PRODUCT_FIELDS"]
+__all__ = ["group_by", "product_of", "PRODUCT_FIELDS"]
 
 K = TypeVar("K", bound=Hashable)
 
 #: metadata fields that identify one correlator output product (the lag set key less time)
 PRODUCT_FIELDS = ("station_x", "station_y", "baseband", "subband", "polarization", "phase_bin")
-
-
-def check_template(key: str, template: str) -> str:
-    """Validate an ``output`` option: a quantity name, may use ``{quantity}``."""
-    try:
-        name = template.format(quantity="q")
-    except (KeyError, IndexError, ValueError):
-        raise OptionError(key, f"{key} = {template!r}: only {{quantity}} may be used, e.g. "
-                          "{quantity}_norm") from None
-    if not name or "." in name:
-        raise OptionError(key, f"{key} = {template!r}: must be a quantity name without dots")
-    return template
-
-
-def derive_topic(topic: str, template: str) -> str:
-    """``widar.lagset`` + ``{quantity}_norm`` -> ``widar.lagset_norm`` (same device prefix)."""
-    device, _, quantity = topic.rpartition(".")
-    name = template.format(quantity=quantity)
-    return f"{device}.{name}" if device else name
 
 
 def product_of(m: Measurement) -> tuple[Any, ...]:

@@ -8,6 +8,8 @@ array is stitched block after block.  Optional lag windows (Hann, Hamming, Black
 centred on zero delay; ``channels`` < N averages adjacent channels.
 
 Batched: every lag set of one length waiting in the inbox goes through one ``np.fft.fft``.
+Lazy (``radlogger.processing``): with nothing using the output, lag sets are only counted in
+``skipped``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError
+from radlogger.processing import ProcessingEndpoint
 
-from .common import check_template, derive_topic, group_by
+from .common import group_by
 
 __all__ = ["LagFFTEndpoint", "lags_to_spectra", "WINDOWS"]
 
@@ -50,13 +52,11 @@ def lags_to_spectra(lags: np.ndarray, channels: int = 0, window: str = "none") -
     return spec.astype(np.complex64, copy=False)
 
 
-class LagFFTEndpoint(Endpoint):
+class LagFFTEndpoint(ProcessingEndpoint):
     kind = "lag_fft"
     summary = "stitches lag sets and FFTs them to complex64 spectra (low to high frequency)"
-    produces = ("{device}.spectrum",)
+    output_default = "spectrum"  # widar.lagset_norm -> widar.spectrum
     options = (
-        Option("output", str, "spectrum", "quantity of the output topic (same device prefix);"
-               " {quantity} is the input's"),
         Option("channels", int, 0, "output channels: 0 = one per lag; fewer (a power of two) "
                "averages adjacent channels", min=0),
         Option("window", str, "none", "lag window centred on zero delay", choices=WINDOWS),
@@ -65,17 +65,14 @@ class LagFFTEndpoint(Endpoint):
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
         s = self.settings
-        self.template = check_template("output", s.output)
-        self.produces = ("{device}." + self.template,)
         if s.channels & (s.channels - 1):
             raise OptionError("channels", f"channels = {s.channels}: must be a power of two "
                               "(or 0 for one per lag)")
-        self.skipped = 0
 
     def handle_batch(self, batch: list[Measurement]) -> None:
         s = self.settings
         good = []
-        for m in batch:
+        for m in self.demanded(batch):
             v = m.value
             if not isinstance(v, np.ndarray) or v.ndim not in (1, 2) or not v.size \
                     or v.size & (v.size - 1):
@@ -89,10 +86,7 @@ class LagFFTEndpoint(Endpoint):
                 good.append(m)
         name, publish = self.name, self.publish
         for (topic, n), items in group_by(good, lambda m: (m.topic, m.value.size)).items():
-            out_topic = derive_topic(topic, self.template)
-            if not self.has_subscribers(out_topic):
-                self.skipped += len(items)
-                continue
+            out_topic = self.out_topic(topic)
             for lo in range(0, len(items), CHUNK):  # cache-sized blocks of a big backlog
                 chunk = items[lo:lo + CHUNK]
                 lags = np.stack([m.value.reshape(-1) for m in chunk])

@@ -17,7 +17,8 @@ endpoints while its queue is still open, so partial integrations are published t
 ``partial_discarded``.
 
 Batched: each product's inputs in a batch are stacked and summed with one numpy reduction per
-integration segment.
+integration segment.  Lazy (``radlogger.processing``): inputs whose output nothing uses are
+only counted in ``skipped``; control measurements are always acted on.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError
+from radlogger.processing import ProcessingEndpoint
 
-from .common import check_template, derive_topic, group_by, product_of
+from .common import group_by, product_of
 
 __all__ = ["IntegrateEndpoint"]
 
@@ -53,10 +54,10 @@ def _incomplete(m: Measurement) -> bool:
     return meta.get("complete") is False or bool(meta.get("flagged"))
 
 
-class IntegrateEndpoint(Endpoint):
+class IntegrateEndpoint(ProcessingEndpoint):
     kind = "integrate"
     summary = "integrates K lag sets/spectra or T seconds of them per product"
-    produces = ("{topic}_int",)
+    output_default = "{quantity}_int"  # widar.spectrum -> widar.spectrum_int
     options = (
         Option("count", int, 0, "K: inputs per integration (0 = by time only)", min=0),
         Option("seconds", float, 0.0, "T: seconds per integration (0 = by count only)",
@@ -64,8 +65,6 @@ class IntegrateEndpoint(Endpoint):
         Option("clock", str, "device", "time base of seconds: the device's timestamps, or "
                "wall-clock", choices=("device", "wall")),
         Option("average", bool, True, "publish the mean (no: the sum)"),
-        Option("output", str, "{quantity}_int", "quantity of the output topic (same device "
-               "prefix); {quantity} is the input's"),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
@@ -73,10 +72,7 @@ class IntegrateEndpoint(Endpoint):
         s = self.settings
         if not s.count and not s.seconds:
             raise OptionError("count", "integrate needs count = K or seconds = T (or both)")
-        self.template = check_template("output", s.output)
-        self.produces = ("{device}." + self.template,)
         self._acc: dict[tuple[Any, ...], _Acc] = {}
-        self.skipped = 0
         self.integrations = 0
         self.partial_discarded = 0
 
@@ -85,21 +81,26 @@ class IntegrateEndpoint(Endpoint):
             return int(m.device_time)
         return m.t_ns
 
+    def wants(self, topic: str) -> bool:
+        """Control topics are commands, always worth sending; data as for any processor."""
+        return topic.endswith(".control") or super().wants(topic)
+
     def handle_batch(self, batch: list[Measurement]) -> None:
         data = []
         for m in batch:
             if m.topic.endswith(".control"):
                 self._control(str(m.value))
-            elif not isinstance(m.value, np.ndarray) or m.value.dtype.kind not in "biufc":
+            else:
+                data.append(m)
+        good = []
+        for m in self.demanded(data):
+            if not isinstance(m.value, np.ndarray) or m.value.dtype.kind not in "biufc":
                 self.item_failed(m, ValueError(f"{m.topic}: integrate needs numeric arrays, "
                                                f"got {type(m.value).__name__}"))
             else:
-                data.append(m)
-        for key, items in group_by(data, product_of).items():
-            out_topic = derive_topic(items[0].topic, self.template)
-            if not self.has_subscribers(out_topic):
-                self.skipped += len(items)
-                continue
+                good.append(m)
+        for key, items in group_by(good, product_of).items():
+            out_topic = self.out_topic(items[0].topic)
             for shape, run in group_by(items, lambda m: m.value.shape).items():
                 self._add(key + (shape,), out_topic, run)
 
@@ -144,8 +145,7 @@ class IntegrateEndpoint(Endpoint):
     def _control(self, command: str) -> None:
         if command == "flush":
             for key in list(self._acc):
-                self._close(key, derive_topic(self._acc[key].first.topic, self.template),
-                            "flush")
+                self._close(key, self.out_topic(self._acc[key].first.topic), "flush")
         elif command == "reset":
             self.partial_discarded += len(self._acc)
             self._acc.clear()

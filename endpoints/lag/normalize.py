@@ -9,7 +9,8 @@ flagged) cannot be divided by: its lags are set to 0 and the frame is listed in
 ``meta["flagged"]`` so later steps and storage know.
 
 Batched: lag sets of the same length waiting in the inbox are stacked and normalized in one
-numpy expression.
+numpy expression.  Lazy (``radlogger.processing``): with nothing using the output, directly or
+through later processing endpoints, lag sets are only counted in ``skipped``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
-from radlogger.options import Option
+from radlogger.processing import ProcessingEndpoint
 
-from .common import check_template, derive_topic, group_by
+from .common import group_by
 
 __all__ = ["LagNormalizeEndpoint", "normalize"]
 
@@ -59,26 +59,18 @@ def normalize(lags: np.ndarray, centre: np.ndarray, edge: np.ndarray
     return out.astype(np.complex64, copy=False), flagged
 
 
-class LagNormalizeEndpoint(Endpoint):
+class LagNormalizeEndpoint(ProcessingEndpoint):
     kind = "lag_normalize"
     summary = "normalizes lag sets by their data-valid counts; zero counts are flagged"
-    produces = ("{topic}_norm",)
-    options = (
-        Option("output", str, "{quantity}_norm", "quantity of the output topic (same device "
-               "prefix); {quantity} is the input's"),
-    )
+    output_default = "{quantity}_norm"  # widar.lagset -> widar.lagset_norm
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
-        self.template = check_template("output", self.settings.output)
-        self.produces = ("{device}." + self.template,)
-        self.skipped = 0  # lag sets not processed because nothing subscribes (lazy)
         self.flagged_frames = 0
 
     def handle_batch(self, batch: list[Measurement]) -> None:
-        template = self.template
         good = []
-        for m in batch:
+        for m in self.demanded(batch):
             problem = _check(m)
             if problem:
                 self.item_failed(m, ValueError(problem))
@@ -88,10 +80,7 @@ class LagNormalizeEndpoint(Endpoint):
         name = self.name
         publish = self.publish
         for (topic, _, _), items in groups.items():
-            out_topic = derive_topic(topic, template)
-            if not self.has_subscribers(out_topic):
-                self.skipped += len(items)
-                continue
+            out_topic = self.out_topic(topic)
             for lo in range(0, len(items), CHUNK):  # cache-sized blocks of a big backlog
                 chunk = items[lo:lo + CHUNK]
                 lags = np.stack([m.value for m in chunk])

@@ -20,12 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from radlogger.broker import TOPIC_RE
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError
-
-from .lazy import demanded
+from radlogger.processing import ProcessingEndpoint
 
 __all__ = ["CalibrateEndpoint", "REFLEVEL_ERROR", "flip_spectrum", "repair_dc"]
 
@@ -45,12 +42,13 @@ def repair_dc(rows: np.ndarray) -> None:
         rows[..., c] = 0.5 * (rows[..., c - 1] + rows[..., c + 1])
 
 
-class CalibrateEndpoint(Endpoint):
+class CalibrateEndpoint(ProcessingEndpoint):
     kind = "calibrate"
     summary = "spectra in dBFS -> dBm: reference level + 15.7678 dB, inversion flip, DC repair"
-    produces = ("{topic}_dbm",)
+    output_default = "{quantity}_dbm"  # wsa1.spectrum -> wsa1.spectrum_dbm
     options = (
-        Option("suffix", str, "_dbm", "appended to the input topic to name the output topic"),
+        Option("suffix", str, None, "older spelling of output: appended to the input topic, "
+               "i.e. output = {quantity}<suffix>"),
         Option("correction", float, REFLEVEL_ERROR, "reference-level error constant in dB"),
         Option("reflevel", float, None, "reference level in dBm for spectra whose packets "
                "carry none (unset: such spectra are errors)"),
@@ -60,20 +58,19 @@ class CalibrateEndpoint(Endpoint):
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
-        if not TOPIC_RE.match(f"dev.spectrum{self.settings.suffix}"):
-            raise OptionError("suffix", f"suffix = {self.settings.suffix!r}: the output topic "
-                              "<input><suffix> must stay a topic, e.g. _dbm")
-        self.produces = ("{topic}" + self.settings.suffix.replace("{", "{{").replace("}", "}}"),)
         self.calibrated = 0
         self.flipped = 0
-        self.skipped = 0
-        self._out: dict[str, str] = {}
 
-    def out_topic(self, topic: str) -> str:
-        out = self._out.get(topic)
-        if out is None:
-            out = self._out[topic] = topic + self.settings.suffix
-        return out
+    def output_option(self) -> tuple[str, str]:
+        """``suffix = _x`` (the option's older spelling) still works: ``output = {quantity}_x``."""
+        s = self.settings
+        if s.suffix is None:
+            return super().output_option()
+        template = "{quantity}" + s.suffix
+        if s.output not in (self.output_default, template):
+            raise OptionError("suffix", f"suffix = {s.suffix!r} and output = {s.output!r} "
+                              f"disagree: set only output, e.g. output = {template}")
+        return "suffix", template
 
     def _reflevel(self, m: Measurement) -> float:
         meta = m.meta or {}
@@ -84,22 +81,11 @@ class CalibrateEndpoint(Endpoint):
                              "one")
         return float(ref)
 
-    def wants(self, topic: str) -> bool:
-        """Lazy-chain capability: ``topic`` is worth sending here only if our output is used."""
-        return demanded(self, self.out_topic(topic))
-
     def handle_batch(self, batch: list[Measurement]) -> None:
         s = self.settings
+        batch = self.demanded(batch)
         groups: dict[int, list[tuple[int, float, bool]]] = {}
-        live: dict[str, bool] = {}
         for idx, m in enumerate(batch):
-            out = self.out_topic(m.topic)
-            wanted = live.get(out)
-            if wanted is None:
-                wanted = live[out] = demanded(self, out)
-            if not wanted:
-                self.skipped += 1
-                continue
             try:
                 value = m.value
                 if getattr(value, "ndim", 0) != 1 or value.dtype.kind != "f":

@@ -12,8 +12,8 @@ Why the *periodic* Hann window (``0.5 - 0.5*cos(2*pi*n/N)``, scipy's ``sym=False
 ``np.hanning`` (symmetric): its coherent gain is exactly 0.5, so calibrated peaks are exact
 instead of 20*log10((N-1)/N) low (0.07 dB at N = 128).
 
-Lazy: when nothing uses the output topic (no subscriber, or only processing endpoints whose
-own output nobody uses, see ``lazy.py``) the packets are counted in
+Lazy (``radlogger.processing``): when nothing uses the output topic (no subscriber, or only
+processing endpoints whose own output nobody uses) the packets are counted in
 :attr:`FFTEndpoint.skipped` and no math is done.
 """
 
@@ -23,12 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from radlogger.broker import TOPIC_RE
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
-from radlogger.options import Option, OptionError
-
-from .lazy import demanded
+from radlogger.options import Option
+from radlogger.processing import ProcessingEndpoint
 
 __all__ = ["FFTEndpoint", "hann", "iq_correct", "to_complex_rows", "power_db"]
 
@@ -114,20 +111,11 @@ def _shape_key(value: Any) -> tuple[int, bool] | None:
     return None
 
 
-def derived_topic(topic: str, quantity: str) -> str:
-    """``wsa1.iq`` -> ``wsa1.<quantity>``: the same device, another quantity (topics are
-    ``<device>.<quantity>``; this is the graph's ``{device}.<quantity>`` template)."""
-    device = topic.partition(".")[0]
-    return f"{device}.{quantity}"
-
-
-class FFTEndpoint(Endpoint):
+class FFTEndpoint(ProcessingEndpoint):
     kind = "fft"
     summary = "I/Q packets -> power spectra in dB full scale on <device>.spectrum (batched, lazy)"
-    #: graph template (radlogger.graph): wsa1.iq -> wsa1.spectrum; follows the output option
-    produces = ("{device}.spectrum",)
+    output_default = "spectrum"  # wsa1.iq -> wsa1.spectrum
     options = (
-        Option("output", str, "spectrum", "quantity of the output topic: <device>.<output>"),
         Option("full_scale", float, 8192.0, "sample value of full scale (2**13 for 14-bit I/Q)",
                min=1e-30),
         Option("dc_removal", bool, True, "subtract the mean of I and of Q first"),
@@ -140,40 +128,15 @@ class FFTEndpoint(Endpoint):
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
-        s = self.settings
-        if not TOPIC_RE.match(f"dev.{s.output}"):
-            raise OptionError("output", f"output = {s.output!r}: must be a topic part of "
-                              "letters, digits, '_' or '-', e.g. spectrum")
-        self.quantity = s.output
-        self.produces = (f"{{device}}.{s.output}",)
-        self.scale = 1.0 / s.full_scale
+        self.scale = 1.0 / self.settings.full_scale
         self.fft_calls = 0  # np.fft.fft invocations (batched: one per group)
         self.spectra = 0  # spectra computed
-        self.skipped = 0  # packets not transformed because nobody consumes the output
-        self._out: dict[str, str] = {}
-
-    def out_topic(self, topic: str) -> str:
-        out = self._out.get(topic)
-        if out is None:
-            out = self._out[topic] = derived_topic(topic, self.quantity)
-        return out
-
-    def wants(self, topic: str) -> bool:
-        """Lazy-chain capability: ``topic`` is worth sending here only if our output is used."""
-        return demanded(self, self.out_topic(topic))
 
     def handle_batch(self, batch: list[Measurement]) -> None:
         s = self.settings
+        batch = self.demanded(batch)
         groups: dict[tuple[int, bool], list[int]] = {}
-        live: dict[str, bool] = {}
         for idx, m in enumerate(batch):
-            out = self.out_topic(m.topic)
-            wanted = live.get(out)
-            if wanted is None:
-                wanted = live[out] = demanded(self, out)
-            if not wanted:
-                self.skipped += 1
-                continue
             key = _shape_key(m.value)
             if key is None:
                 self.item_failed(m, ValueError(
