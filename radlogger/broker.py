@@ -165,6 +165,11 @@ class Broker:
                 self._demand[topic] = demand
         return demand
 
+    def known_topics(self) -> list[str]:
+        """Every topic published so far (the graph shows them next to the declared ones)."""
+        with self._lock:
+            return sorted(self._known_topics)
+
     def subscriptions(self) -> list[tuple[str, Any]]:
         return [(p, o) for p, o, _ in self._patterns]
 

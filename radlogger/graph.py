@@ -112,7 +112,7 @@ def build_graph(pipeline: Any, status: Any = None) -> Graph:
             topics.add(t)
             g.link(did, g.add(Node(f"topic:{t}", "undeclared",
                                    f"{t} (topics not declared by the driver)")))
-    for t in getattr(pipeline.broker, "_known_topics", ()):  # topics seen while running
+    for t in pipeline.broker.known_topics():  # topics seen while running
         topics.add(t)
         g.add(Node(f"topic:{t}", "topic", t))
 
