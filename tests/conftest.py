@@ -6,9 +6,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from radlogger.endpoint import Endpoint
+from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 
 
@@ -30,6 +33,41 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class Collector(Endpoint):
+    """The test sink: keeps every measurement it receives, in arrival order.
+
+    ``items`` is appended to on the endpoint's worker thread; a test reads it after a
+    ``wait_for`` on it (a list only grows, so ``len(c.items)`` is a safe predicate).  The
+    helpers copy under the lock, for reading while measurements still arrive.
+    """
+
+    kind = "collect"
+
+    def __init__(self, name: str = "collect", settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        self.items: list[Measurement] = []
+        self._lock = threading.Lock()
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        with self._lock:
+            self.items.extend(batch)
+
+    def snapshot(self) -> list[Measurement]:
+        """A copy of everything received so far."""
+        with self._lock:
+            return list(self.items)
+
+    def by_topic(self, topic: str) -> list[Measurement]:
+        """What arrived on ``topic`` (exactly), in order."""
+        with self._lock:
+            return [m for m in self.items if m.topic == topic]
+
+    def values(self, topic: str | None = None) -> list[Any]:
+        """The values received (on ``topic`` only, when given), in order."""
+        with self._lock:
+            return [m.value for m in self.items if topic is None or m.topic == topic]
 
 
 @pytest.fixture

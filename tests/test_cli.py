@@ -286,17 +286,19 @@ def test_plugin_commands_are_offered(site: Path) -> None:
 
 # ------------------------------------------------------------------------------ run
 def test_default_run_produces_data(tmp_path: Path) -> None:
+    """The packaged default runs the simulated instruments (tests/test_simulated.py checks
+    their chains in depth); its files go under the current directory."""
     stats_file = tmp_path / "stats.json"
-    result = run_cli("run", "--duration", "1", "--stats-json", str(stats_file))
+    result = run_cli("run", "--duration", "1", "--stats-json", str(stats_file), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "sine.value" in result.stderr  # the log endpoint's lines
+    assert "wsa1.spectrum_dbm" in result.stderr  # the log endpoint's lines
     assert "final stats: " in result.stderr
     stats = read_stats(stats_file)
     producers = stats["producers"]
-    assert producers["sine"]["produced"] > 0 and producers["counter"]["produced"] > 0
-    published = producers["sine"]["published"] + producers["counter"]["published"]
-    assert stats["endpoints"]["count"]["handled"] == published
+    assert all(producers[d]["produced"] > 0 for d in ("wsa1", "pico1", "widar")), producers
+    assert stats["endpoints"]["log"]["handled"] > 0
     assert stats["balanced"] and stats["drained"]
+    assert (tmp_path / "radlogger-data" / "pico.sqlite").is_file()
 
 
 def test_once_refuses_when_nothing_is_finite(tmp_path: Path, site: Path) -> None:
@@ -329,8 +331,8 @@ def test_log_file_is_used_and_an_unopenable_one_is_a_config_error(tmp_path: Path
                                       "leave it empty for standard error")
 
 
-def test_log_level_option_on_the_subcommand() -> None:
-    quiet = run_cli("run", "--log-level", "error", "--duration", "0.2")
+def test_log_level_option_on_the_subcommand(tmp_path: Path) -> None:
+    quiet = run_cli("run", "--log-level", "error", "--duration", "0.2", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == ""
-    chatty = run_cli("--log-level", "info", "run", "--duration", "0.2")
+    chatty = run_cli("--log-level", "info", "run", "--duration", "0.2", cwd=tmp_path)
     assert chatty.returncode == 0 and "final stats: " in chatty.stderr

@@ -40,16 +40,22 @@ def testplug(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 def test_packaged_default_loads_with_its_graph() -> None:
     config = load_config(None, env={})
     assert config.files == [str(default_config_path())]
-    assert set(config.devices) == {"sine", "counter"}
-    assert set(config.endpoints) == {"log", "count"}
+    # the simulated instruments (tests/test_simulated.py runs them)
+    assert {n: s.plugin for n, s in config.devices.items()} == {
+        "wsa1": "wsa4000", "pico1": "pico", "widar": "widar"}
+    assert all(s.settings.simulate for s in config.devices.values())
+    assert set(config.endpoints) == {"fft", "calibrate", "spectra", "normalize", "lagfft",
+                                     "integrate", "log", "pico_db", "widar_h5"}
     assert config.warnings == []
     edges = config.graph.edges
-    assert ("device:sine", "topic:sine.value") in edges
-    assert ("topic:sine.value", "endpoint:log") in edges
-    assert ("topic:sine.value", "endpoint:count") in edges
-    assert ("topic:counter.count", "endpoint:count") in edges
-    assert ("topic:counter.count", "endpoint:log") not in edges
-    assert config.daemon.stats_interval == 5.0
+    assert ("device:wsa1", "topic:wsa1.iq") in edges
+    assert ("topic:wsa1.iq", "endpoint:fft") in edges
+    assert ("topic:wsa1.spectrum_dbm", "endpoint:spectra") in edges
+    assert ("topic:wsa1.spectrum_dbm", "endpoint:log") in edges
+    assert ("topic:widar.spectrum_int", "endpoint:widar_h5") in edges
+    assert ("topic:pico1.pulses", "endpoint:pico_db") in edges
+    assert ("topic:wsa1.iq", "endpoint:log") not in edges  # raw data is not logged
+    assert config.daemon.stats_interval == 10.0
     # a daemon option not set anywhere takes its declared default
     defaults = {o.name: o.default for o in DAEMON_OPTIONS}
     assert config.daemon.queue_size == defaults["queue_size"]

@@ -10,9 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from test_widar_driver import Collect
 
-from conftest import free_port, wait_for
+from conftest import Collector, free_port, wait_for
 from devices.widar.driver import WidarDevice
 from devices.widar.simulator import SenderThread, WidarSimulator
 from endpoints.lag.isolated import IsolatedEndpoint, chain_produces, parse_stages
@@ -120,8 +119,8 @@ def test_results_come_back_large_ones_through_shared_memory_controls_fan_out(
         stage_options=["integrate.count=1000"], forward=["last", "*.spectrum"],
         max_datagram=1024, shm_slots=4, shm_slot_mb=0.05, heartbeat=0.05),
         subscribe=["w.lagset"])
-    spectra = pipeline.add_endpoint(Collect("spectra"), subscribe=["w.spectrum"])
-    integrated = pipeline.add_endpoint(Collect("int"), subscribe=["w.spectrum_int"])
+    spectra = pipeline.add_endpoint(Collector("spectra"), subscribe=["w.spectrum"])
+    integrated = pipeline.add_endpoint(Collector("int"), subscribe=["w.spectrum_int"])
     pipeline.start()
     assert isinstance(iso, IsolatedEndpoint) and iso.process is not None
     out = pipeline.outlet("w")
@@ -152,7 +151,7 @@ def test_sigkill_is_detected_counted_restarted_and_counts_add_up(pipeline: Pipel
     iso = pipeline.add_endpoint(IsolatedEndpoint("iso", stages=["lag_normalize", "lag_fft"],
                                                  heartbeat=0.05, hang_timeout=5.0),
                                 subscribe=["widar.lagset"])
-    spectra = pipeline.add_endpoint(Collect("spectra"), subscribe=["widar.spectrum"])
+    spectra = pipeline.add_endpoint(Collector("spectra"), subscribe=["widar.spectrum"])
     pipeline.start()
     assert isinstance(iso, IsolatedEndpoint) and iso.process is not None
     wait_for(lambda: dev.state is DeviceState.RUNNING)
@@ -194,7 +193,7 @@ def test_a_hung_pipeline_is_killed_and_restarted(pipeline: Pipeline) -> None:
     iso = pipeline.add_endpoint(IsolatedEndpoint("iso", stages=["lag_normalize"],
                                                  heartbeat=0.05, hang_timeout=0.6),
                                 subscribe=["w.lagset"])
-    got = pipeline.add_endpoint(Collect("got"), subscribe=["w.lagset_norm"])
+    got = pipeline.add_endpoint(Collector("got"), subscribe=["w.lagset_norm"])
     pipeline.start()
     assert isinstance(iso, IsolatedEndpoint) and iso.process is not None
     proc = iso.process

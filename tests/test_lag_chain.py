@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import numpy as np
 import pytest
-from test_widar_driver import Collect
 
-from conftest import free_port, wait_for
+from conftest import Collector, free_port, wait_for
 from devices.widar.driver import WidarDevice
 from devices.widar.simulator import WidarSimulator
 from endpoints.lag.fft import LagFFTEndpoint, lags_to_spectra
@@ -52,8 +52,8 @@ def test_a_known_spectral_line_comes_out_at_its_channel(pipeline: Pipeline) -> N
     pipeline.add_endpoint(LagNormalizeEndpoint("norm"), subscribe=["widar.lagset"])
     pipeline.add_endpoint(LagFFTEndpoint("fft"), subscribe=["widar.lagset_norm"])
     pipeline.add_endpoint(IntegrateEndpoint("integ", count=5), subscribe=["widar.spectrum"])
-    spectra = pipeline.add_endpoint(Collect("spectra"), subscribe=["widar.spectrum"])
-    integrated = pipeline.add_endpoint(Collect("int"), subscribe=["widar.spectrum_int"])
+    spectra = pipeline.add_endpoint(Collector("spectra"), subscribe=["widar.spectrum"])
+    integrated = pipeline.add_endpoint(Collector("int"), subscribe=["widar.spectrum_int"])
     pipeline.start()
     wait_for(lambda: dev.state is DeviceState.RUNNING)
     sim = WidarSimulator(baselines=1, lags=lags, lags_per_frame=64, lines=lines, noise=0.01,
@@ -98,8 +98,8 @@ def test_integrate_by_count_and_by_time_per_product(pipeline: Pipeline) -> None:
                           subscribe=["w.spectrum", "w.control"])
     pipeline.add_endpoint(IntegrateEndpoint("t", seconds=0.02, output="{quantity}_t"),
                           subscribe=["w.spectrum"])
-    by_k = pipeline.add_endpoint(Collect("ck"), subscribe=["w.spectrum_k"])
-    by_t = pipeline.add_endpoint(Collect("ct"), subscribe=["w.spectrum_t"])
+    by_k = pipeline.add_endpoint(Collector("ck"), subscribe=["w.spectrum_k"])
+    by_t = pipeline.add_endpoint(Collector("ct"), subscribe=["w.spectrum_t"])
     pipeline.start()
     out = pipeline.outlet("w")
     for i in range(7):  # 10 ms apart, two products interleaved
@@ -135,10 +135,38 @@ def test_lazy_when_nobody_subscribes(pipeline: Pipeline) -> None:
     assert pipeline.stop(5.0)
 
 
+def test_laziness_is_transitive_through_the_chain(pipeline: Pipeline) -> None:
+    """lag_normalize does no work while lag_fft, its only consumer, has no consumer itself."""
+    norm = pipeline.add_endpoint(LagNormalizeEndpoint("norm"), subscribe=["w.lagset"])
+    fft = pipeline.add_endpoint(LagFFTEndpoint("fft"), subscribe=["w.lagset_norm"])
+    pipeline.start()
+    out = pipeline.outlet("w")
+
+    def push(n: int) -> None:
+        for i in range(n):
+            m = _lagset("w", "AA", i, 1.0)
+            m.topic = "w.lagset"
+            out.push(m)
+
+    push(10)
+    wait_for(lambda: norm.stats.handled == 10, message="normalize took 10")
+    assert pipeline.wait_quiescent(time.monotonic() + 5)
+    assert isinstance(norm, LagNormalizeEndpoint) and norm.skipped == 10
+    assert pipeline.producers.get("norm") is None or pipeline.producers["norm"].produced == 0
+    assert fft.stats.received == 0
+    # lag_fft now has a consumer: both stages work again
+    sink = pipeline.add_endpoint(Collector("late"), subscribe=["w.spectrum"])
+    push(5)
+    wait_for(lambda: len(sink.items) == 5, message="5 spectra")
+    assert isinstance(fft, LagFFTEndpoint) and fft.skipped == 0 and norm.skipped == 10
+    assert pipeline.producers["norm"].produced == 5 and fft.stats.handled == 5
+    assert pipeline.stop(5.0) and pipeline.balanced()
+
+
 def test_bad_lag_sets_are_counted_and_the_rest_flows(pipeline: Pipeline) -> None:
     pipeline.add_endpoint(LagNormalizeEndpoint("norm", on_error="continue"),
                           subscribe=["w.lagset"])
-    got = pipeline.add_endpoint(Collect("got"), subscribe=["w.lagset_norm"])
+    got = pipeline.add_endpoint(Collector("got"), subscribe=["w.lagset_norm"])
     pipeline.start()
     out = pipeline.outlet("w")
     good = _lagset("w", "AA", 1, 2.0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_pico_support import FAST, Collector, bitstream, sim_boards
+from test_pico_support import FAST, bitstream, sim_boards
 
-from conftest import wait_for
+from conftest import Collector, wait_for
 from devices.pico.driver import PicoDevice
 from devices.pico.protocol import BITSTREAM_SIZE
 from devices.pico.simulator import N_SAMPLES, expected_fitness, expected_pulses

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pico_support import FAST, Collector, bitstream, sim_boards
+from test_pico_support import FAST, bitstream, sim_boards
 
-from conftest import free_port, wait_for
+from conftest import Collector, free_port, wait_for
 from devices.pico.driver import PicoDevice
 from devices.pico.farm.client import EventHandler, EventListener, FarmClient, FarmClientError
 from devices.pico.farm.device import FarmDevice

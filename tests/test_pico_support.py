@@ -1,8 +1,7 @@
-"""Helpers shared by the pico tests (no tests here): bitstreams, simulated boards, a collector."""
+"""Helpers shared by the pico tests (no tests here): bitstreams, simulated boards."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,8 +11,6 @@ import numpy as np
 
 from devices.pico.protocol import BITSTREAM_SIZE
 from devices.pico.simulator import SimulatedBoard, start_boards
-from endpoints.null import NullEndpoint
-from radlogger.measurement import Measurement
 
 #: device options that make reconnects quick in tests
 FAST = {"backoff_initial": 0.02, "backoff_max": 0.2, "backoff_jitter": 0.0}
@@ -40,23 +37,3 @@ def sim_boards(tmp_path: Path, n: int, modes: tuple[str, ...] = (),
     finally:
         for b in boards:
             b.stop()
-
-
-class Collector(NullEndpoint):
-    """Keeps every measurement it receives (thread-safe reads through ``by_topic``)."""
-
-    kind = "collector"
-
-    def __init__(self, name: str = "collect", settings: Any = None, **kw: Any) -> None:
-        super().__init__(name, settings, **kw)
-        self.items: list[Measurement] = []
-        self._lock = threading.Lock()
-
-    def handle_batch(self, batch: list[Measurement]) -> None:
-        super().handle_batch(batch)
-        with self._lock:
-            self.items.extend(batch)
-
-    def by_topic(self, topic: str) -> list[Measurement]:
-        with self._lock:
-            return [m for m in self.items if m.topic == topic]

@@ -9,7 +9,6 @@ import pytest
 from test_storage_helpers import (
     STORES,
     T0,
-    CollectEndpoint,
     assert_same,
     counter_measurements,
     every_measurement,
@@ -17,7 +16,7 @@ from test_storage_helpers import (
     store_params,
 )
 
-from conftest import wait_for
+from conftest import Collector, wait_for
 from devices.replay import ReplayDevice
 from endpoints.storage import reader
 from endpoints.storage.sqlite import SQLiteEndpoint
@@ -34,7 +33,7 @@ def _record(store, directory: Path, data) -> Path:  # type: ignore[no-untyped-de
 
 def _play(pipeline: Pipeline, path: Path, subscribe: str = "*", **options) -> tuple:  # type: ignore[no-untyped-def]
     device = pipeline.add_device(ReplayDevice("replay", path=str(path), **options))
-    sink = pipeline.add_endpoint(CollectEndpoint("sink"), subscribe=[subscribe])
+    sink = pipeline.add_endpoint(Collector("sink"), subscribe=[subscribe])
     pipeline.start()
     wait_for(lambda: device.state is DeviceState.FINISHED, message="replay reached the end")
     return device, sink
@@ -84,7 +83,7 @@ def test_original_timing_scaled_by_speed(tmp_path: Path, pipeline: Pipeline) -> 
     path = _record(STORES[2], tmp_path, counter_measurements(10, step_ns=50_000_000))
     arrivals: list[float] = []
 
-    class Clock(CollectEndpoint):
+    class Clock(Collector):
         def handle_batch(self, batch):  # type: ignore[no-untyped-def]
             arrivals.extend([time.monotonic()] * len(batch))
             super().handle_batch(batch)

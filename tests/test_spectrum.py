@@ -8,27 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import wait_for
+from conftest import Collector, wait_for
 from devices.wsa4000.driver import WSA4000Device
 from devices.wsa4000.simulator import WSA4000Simulator
 from endpoints.spectrum.calibrate import REFLEVEL_ERROR, CalibrateEndpoint, flip_spectrum, repair_dc
 from endpoints.spectrum.fft import FFTEndpoint, iq_correct, power_db
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 
 FS = 125e6
-
-
-class Collect(Endpoint):
-    kind = "collect"
-
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, **kw)
-        self.items: list[Measurement] = []
-
-    def handle_batch(self, batch: list[Measurement]) -> None:
-        self.items.extend(batch)
 
 
 def tone(n: int, k: float, amplitude: float, phase: float = 0.3) -> np.ndarray:
@@ -93,7 +81,7 @@ def push_iq(p: Pipeline, topic: str, values: list[np.ndarray], meta: dict | None
 def test_waiting_packets_are_transformed_as_one_array(batch: bool) -> None:
     p = Pipeline()
     fft = p.add_endpoint(FFTEndpoint("fft", batch=batch), subscribe=["src.iq"])
-    sink = p.add_endpoint(Collect("out"), subscribe=["src.spectrum"])
+    sink = p.add_endpoint(Collector("out"), subscribe=["src.spectrum"])
     rng = np.random.default_rng(0)
     values = [tone(256, k, 0.5) + (rng.normal(size=256) * 1e-3).astype(np.complex64)
               for k in range(1, 11)]  # not k = 0: DC removal takes a tone at DC away
@@ -115,7 +103,7 @@ def test_waiting_packets_are_transformed_as_one_array(batch: bool) -> None:
 def test_int16_pairs_are_accepted_and_bad_values_are_counted() -> None:
     p = Pipeline()
     fft = p.add_endpoint(FFTEndpoint("fft"), subscribe=["src.iq"])
-    sink = p.add_endpoint(Collect("out"), subscribe=["src.spectrum"])
+    sink = p.add_endpoint(Collector("out"), subscribe=["src.spectrum"])
     z = tone(128, 3, 0.5) * 8192
     pairs = np.stack([np.rint(z.real), np.rint(z.imag)], axis=-1).astype(np.int16)
     push_iq(p, "src.iq", [pairs, np.zeros(3, dtype=np.float64), "nonsense"])  # type: ignore
@@ -141,7 +129,7 @@ def test_lazy_fft_and_calibrate_do_no_work_without_downstream() -> None:
         assert fft.fft_calls == 0 and fft.spectra == 0 and fft.skipped == 10
         assert p.producers["fft"].produced == 0 and cal.stats.received == 0
         # fft now has a consumer (calibrate) but calibrate has none: only fft works
-        sink = p.add_endpoint(Collect("late"), subscribe=["src.spectrum_dbm"])
+        sink = p.add_endpoint(Collector("late"), subscribe=["src.spectrum_dbm"])
         push_iq(p, "src.iq", [tone(128, 1, 0.5) * 8192] * 5, {"reflevel": -10.0})
         wait_for(lambda: len(sink.items) == 5, 10, message="5 calibrated spectra")
         assert fft.spectra == 5 and cal.calibrated == 5 and cal.skipped == 0
@@ -163,7 +151,7 @@ def test_calibrate_needs_a_reference_level_or_a_configured_one() -> None:
     strict = p.add_endpoint(CalibrateEndpoint("strict"), subscribe=["a.spectrum"])
     assumed = p.add_endpoint(CalibrateEndpoint("assumed", reflevel=-20.0),
                              subscribe=["b.spectrum"])
-    out = p.add_endpoint(Collect("out"), subscribe=["a.spectrum_dbm", "b.spectrum_dbm"])
+    out = p.add_endpoint(Collector("out"), subscribe=["a.spectrum_dbm", "b.spectrum_dbm"])
     p.start()
     try:
         push_iq(p, "a.spectrum", [np.zeros(8, np.float32)])
@@ -184,8 +172,8 @@ def run_chain(sim: WSA4000Simulator, n_spectra: int = 6, **dev: Any
                                data_port=sim.data_port, rate=0, timeout=2.0, **dev))
     p.add_endpoint(FFTEndpoint("fft", subscribe=["wsa1.iq"]))
     cal = p.add_endpoint(CalibrateEndpoint("cal", subscribe=["wsa1.spectrum"]))
-    raw = p.add_endpoint(Collect("raw"), subscribe=["wsa1.spectrum"])
-    dbm = p.add_endpoint(Collect("dbm"), subscribe=["wsa1.spectrum_dbm"])
+    raw = p.add_endpoint(Collector("raw"), subscribe=["wsa1.spectrum"])
+    dbm = p.add_endpoint(Collector("dbm"), subscribe=["wsa1.spectrum_dbm"])
     p.start()
     try:
         wait_for(lambda: len(dbm.items) >= n_spectra, 10, message="calibrated spectra")

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from test_storage_helpers import (
     STORES,
-    CollectEndpoint,
     counter_measurements,
     make_store,
     unwritable_dir,
 )
 
-from conftest import wait_for
+from conftest import Collector, wait_for
 from devices.synthetic import SyntheticDevice
 from endpoints.storage import reader
 from endpoints.storage.base import StorageError
@@ -30,10 +29,10 @@ N = 300
 FAST_RETRY = {"retry_initial": 0.02, "retry_max": 0.05}
 
 
-def _run(pipeline: Pipeline, store: Any, n: int = N) -> CollectEndpoint:
+def _run(pipeline: Pipeline, store: Any, n: int = N) -> Collector:
     pipeline.add_device(SyntheticDevice("syn", rate=0, count=n, pattern="counter", chunk=50))
     pipeline.add_endpoint(store, subscribe=["syn"])
-    other = pipeline.add_endpoint(CollectEndpoint("other"), subscribe=["syn"])
+    other = pipeline.add_endpoint(Collector("other"), subscribe=["syn"])
     pipeline.start()
     wait_for(lambda: len(other.snapshot()) == n and store.stats.received == n,
              message="both endpoints received everything")

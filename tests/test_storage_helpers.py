@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from endpoints.storage.csv import CSVEndpoint
 from endpoints.storage.hdf5 import HDF5Endpoint
 from endpoints.storage.jsonl import JSONLEndpoint
 from endpoints.storage.sqlite import SQLiteEndpoint
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 
 T0 = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z
@@ -116,25 +114,6 @@ def counter_measurements(n: int, topic: str = "dev.value", start: int = 0,
     source = topic.split(".")[0]
     return [Measurement(source, topic, i, T0 + i * step_ns, "V", None, None, i)
             for i in range(start, start + n)]
-
-
-class CollectEndpoint(Endpoint):
-    """Keeps every measurement it receives (a second endpoint in failure tests, replay sink)."""
-
-    kind = "collect"
-
-    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
-        super().__init__(name, settings, **kw)
-        self.items: list[Measurement] = []
-        self._lock = threading.Lock()
-
-    def handle_batch(self, batch: list[Measurement]) -> None:
-        with self._lock:
-            self.items.extend(batch)
-
-    def snapshot(self) -> list[Measurement]:
-        with self._lock:
-            return list(self.items)
 
 
 def unwritable_dir(tmp_path: Path) -> Path:

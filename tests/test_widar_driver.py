@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
 
-from conftest import free_port, wait_for
+from conftest import Collector, free_port, wait_for
 from devices.widar import frames as F
 from devices.widar.driver import WidarDevice
 from devices.widar.recording import read_frames, recording_files
 from devices.widar.replay import WidarReplayDevice, replay_udp
 from devices.widar.simulator import WidarSimulator, cli
 from radlogger.device import DeviceState
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 
 GEOMETRY = {"lags": 64, "lags_per_frame": 16}
-
-
-class Collect(Endpoint):
-    kind = "collect"
-
-    def __init__(self, name: str, settings: object = None, **kw: object) -> None:
-        super().__init__(name, settings, **kw)
-        self.items: list[Measurement] = []
-        self.lock = threading.Lock()
-
-    def handle_batch(self, batch: list[Measurement]) -> None:
-        with self.lock:
-            self.items.extend(batch)
 
 
 def key_of(m: Measurement) -> tuple:
@@ -49,10 +34,10 @@ def sim(**kw: object) -> WidarSimulator:
     return WidarSimulator(**opts)
 
 
-def start_device(pipeline: Pipeline, **kw: object) -> tuple[WidarDevice, Collect]:
+def start_device(pipeline: Pipeline, **kw: object) -> tuple[WidarDevice, Collector]:
     dev = pipeline.add_device(WidarDevice("widar", port=free_port(socket.SOCK_DGRAM),
                                           timeout=0.2, **GEOMETRY, **kw))
-    sink = pipeline.add_endpoint(Collect("sink"), subscribe=["widar.lagset"])
+    sink = pipeline.add_endpoint(Collector("sink"), subscribe=["widar.lagset"])
     pipeline.start()
     wait_for(lambda: dev.state is DeviceState.RUNNING, message="device running")
     return dev, sink
@@ -131,7 +116,7 @@ def test_record_then_replay_gives_the_same_lag_sets(tmp_path: Path) -> None:
     try:
         rdev = replay.add_device(WidarReplayDevice("widar", path=record, timeout=0.2,
                                                    **GEOMETRY))
-        rsink = replay.add_endpoint(Collect("sink"), subscribe=["widar.lagset"])
+        rsink = replay.add_endpoint(Collector("sink"), subscribe=["widar.lagset"])
         replay.start()
         wait_for(lambda: rdev.state is DeviceState.FINISHED, message="replay finished")
         wait_for(lambda: len(rsink.items) == rdev.lagsets)

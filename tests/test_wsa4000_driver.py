@@ -11,28 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import wait_for
+from conftest import Collector, wait_for
 from devices.wsa4000.driver import WSA4000Device
 from devices.wsa4000.simulator import WSA4000Simulator
-from radlogger.endpoint import Endpoint
-from radlogger.measurement import Measurement
 from radlogger.options import OptionError
 from radlogger.pipeline import Pipeline
 
 FAST = dict(backoff_initial=0.05, backoff_max=0.2, backoff_jitter=0.0, timeout=2.0)
-
-
-class Collect(Endpoint):
-    """Keeps every measurement it receives (test endpoint)."""
-
-    kind = "collect"
-
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, **kw)
-        self.items: list[Measurement] = []
-
-    def handle_batch(self, batch: list[Measurement]) -> None:
-        self.items.extend(batch)
 
 
 @pytest.fixture
@@ -58,7 +43,7 @@ def test_block_captures_publish_every_packet_with_merged_context(
         sim: WSA4000Simulator, pipeline: Pipeline) -> None:
     dev = pipeline.add_device(device(sim, freq=915e6, decimation=8, rf_gain="MEDIUM",
                                      if_gain=4, ppb=3, rate=0))
-    sink = pipeline.add_endpoint(Collect("collect"), subscribe=["wsa1.iq"])
+    sink = pipeline.add_endpoint(Collector("collect"), subscribe=["wsa1.iq"])
     pipeline.start()
     wait_for(lambda: len(sink.items) >= 12, 10, message="12 packets")
     assert pipeline.stop(5.0)
@@ -97,7 +82,7 @@ def test_stream_mode_int16_and_stop_sends_stream_stop(sim: WSA4000Simulator,
                                                       pipeline: Pipeline) -> None:
     sim.stream_rate = 2000
     dev = pipeline.add_device(device(sim, mode="stream", iq_format="int16", stream_id=9))
-    sink = pipeline.add_endpoint(Collect("collect"), subscribe=["wsa1"])
+    sink = pipeline.add_endpoint(Collector("collect"), subscribe=["wsa1"])
     pipeline.start()
     wait_for(lambda: len(sink.items) >= 40, 10, message="40 streamed packets")
     assert pipeline.stop(5.0)
@@ -117,7 +102,7 @@ def test_killed_simulator_counts_error_reconnects_and_reapplies_settings(
         sim: WSA4000Simulator, pipeline: Pipeline) -> None:
     sim.stream_rate = 2000
     dev = pipeline.add_device(device(sim, mode="stream", freq=1.2e9, spp=256))
-    sink = pipeline.add_endpoint(Collect("collect"), subscribe=["wsa1.iq"])
+    sink = pipeline.add_endpoint(Collector("collect"), subscribe=["wsa1.iq"])
     pipeline.start()
     wait_for(lambda: len(sink.items) >= 20, 10, message="data before the kill")
     before_cmds = len(sim.commands)
@@ -144,7 +129,7 @@ def test_packet_count_gaps_are_counted_and_flagged(pipeline: Pipeline) -> None:
     with WSA4000Simulator(control_port=0, data_port=0, stream_rate=3000, drop_every=5,
                           ring_samples=1024) as sim:
         dev = pipeline.add_device(device(sim, mode="stream"))
-        sink = pipeline.add_endpoint(Collect("collect"), subscribe=["wsa1.iq"])
+        sink = pipeline.add_endpoint(Collector("collect"), subscribe=["wsa1.iq"])
         pipeline.start()
         wait_for(lambda: len(sink.items) >= 30, 10, message="30 packets")
         assert pipeline.stop(5.0)
@@ -161,7 +146,7 @@ def test_packet_count_gaps_are_counted_and_flagged(pipeline: Pipeline) -> None:
 def test_garbage_on_the_data_socket_is_counted_and_data_continues(
         sim: WSA4000Simulator, pipeline: Pipeline) -> None:
     dev = pipeline.add_device(device(sim, ppb=2, rate=50))
-    sink = pipeline.add_endpoint(Collect("collect"), subscribe=["wsa1.iq"])
+    sink = pipeline.add_endpoint(Collector("collect"), subscribe=["wsa1.iq"])
     pipeline.start()
     wait_for(lambda: len(sink.items) >= 4, 10, message="first captures")
     junk = bytes(range(0x20, 0x80)) * 3
@@ -182,7 +167,7 @@ def test_lock_held_by_another_client_is_retried_until_released(
     other.sendall(b":SYSTEM:LOCK:REQUEST? ACQ\n")
     assert other.makefile("rb").readline().strip() == b"1"
     pipeline.add_device(device(sim, ppb=1, rate=100))
-    sink = pipeline.add_endpoint(Collect("collect"), subscribe=["wsa1.iq"])
+    sink = pipeline.add_endpoint(Collector("collect"), subscribe=["wsa1.iq"])
     pipeline.start()
     stats = pipeline.producers["wsa1"]
     wait_for(lambda: stats.errors >= 2, 10, message="lock refused twice")
@@ -241,7 +226,7 @@ def test_bad_options_give_one_line_messages(opts: dict, key: str, text: str) -> 
 def test_stop_is_prompt_while_waiting_between_captures(sim: WSA4000Simulator) -> None:
     p = Pipeline()
     p.add_device(device(sim, rate=0.2))  # one capture every 5 s
-    sink = p.add_endpoint(Collect("collect"), subscribe=["wsa1.iq"])
+    sink = p.add_endpoint(Collector("collect"), subscribe=["wsa1.iq"])
     p.start()
     try:
         wait_for(lambda: len(sink.items) >= 1, 10, message="first capture")

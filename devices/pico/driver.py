@@ -21,6 +21,11 @@ disconnected    the port failed (cable pulled) or the board said ``USB Disconnec
 stopped         the daemon stopped during the evaluation
 =============== ===============================================================================
 
+``simulate = yes`` starts one simulated board (``simboard.py``: a real pty pair, the exact line
+protocol, this device's firmware, watchdog and count window) at the first connect and opens
+its pty like a ``/dev/ttyACM*``; without ``bitstreams`` or ``farm`` it evaluates
+``sim_bitstreams`` generated test bitstreams.  The board stops with the device.
+
 Lines that match nothing are counted in ``bad_lines`` and do not end an evaluation by
 themselves.  ``poll`` never blocks longer than ``read_timeout`` (0.1 s) except in a write that
 the board does not drain, which ``interrupt`` cancels.
@@ -33,17 +38,19 @@ import logging
 import os
 import re
 import time
+import zlib
 from typing import Any
 
 import serial
 
+from devices.simhost import SimulatorHost
 from radlogger.device import Device, DeviceDone
 from radlogger.options import Option, OptionError
 
 from . import usb as pico_usb
 from .farm import registry
 from .protocol import BITSTREAM_SIZE, CHUNK_SIZE, FIRMWARES, Event, Kind, fitness, parse_line
-from .sources import BitstreamQueue, FileSource, Job, Result, Source
+from .sources import BitstreamQueue, FileSource, GeneratedSource, Job, Result, Source
 
 __all__ = ["PicoDevice"]
 
@@ -71,7 +78,8 @@ class PicoDevice(Device):
     quantities = ("pulses", "variance", "failure")
     options = (
         Option("port", str, None, "serial port: a tty path (/dev/ttyACM0, a /dev/serial/by-id "
-               "link) or any pyserial URL (socket://host:port, rfc2217://...)"),
+               "link) or any pyserial URL (socket://host:port, rfc2217://...); or set serial, "
+               "or simulate = yes"),
         Option("serial", str, None, "the board's USB serial number (16 hex digits), resolved to "
                "its tty through USB discovery at every connect; instead of port"),
         Option("baudrate", int, 115200, "baud rate (USB CDC ignores it; 1200 would reboot the "
@@ -93,6 +101,12 @@ class PicoDevice(Device):
                min=0.01),
         Option("sysfs_root", str, "/sys", "sysfs mount (serial -> tty mapping)"),
         Option("dev_root", str, "/dev", "device directory holding the ttys"),
+        Option("simulate", bool, False, "run one simulated board in-process on a fresh pty "
+               "(its firmware, watchdog and count_window as configured here) instead of port "
+               "or serial"),
+        Option("sim_bitstreams", int, 4, "with simulate = yes and neither bitstreams nor farm: "
+               "evaluate this many generated test bitstreams (deterministic, 104,090 bytes "
+               "each)", min=1, max=10_000),
     )
 
     #: pyusb backend for ``serial`` lookups (None: libusb); tests put a simulated one here
@@ -100,16 +114,19 @@ class PicoDevice(Device):
 
     @property  # type: ignore[override]
     def finite(self) -> bool:
-        """A directory or file of bitstreams with ``repeat`` passes ends; the farm's queue
-        does not."""
-        return bool(self.settings.bitstreams) and self.settings.repeat > 0
+        """Bitstreams (files or generated) with ``repeat`` passes end; the farm's queue does
+        not."""
+        return self.queue is None and self.source is not None and self.settings.repeat > 0
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
         s = self.settings
-        if bool(s.port) == bool(s.serial):
-            raise OptionError("port", f"device {name}: set exactly one of port (a tty path or "
-                              "pyserial URL) and serial (the board's USB serial number)")
+        chosen = [key for key in ("port", "serial", "simulate") if s[key]]
+        if len(chosen) != 1:
+            raise OptionError(chosen[0] if chosen else "port", f"device {name}: set "
+                              "exactly one of port (a tty path or pyserial URL), serial (the "
+                              "board's USB serial number) and simulate = yes (a simulated "
+                              "board)")
         if s.baudrate == 1200:
             raise OptionError("baudrate", "baudrate = 1200 reboots a pico into BOOTSEL; use "
                               "115200")
@@ -127,7 +144,16 @@ class PicoDevice(Device):
             self.queue = BitstreamQueue(on_put=self._wake_reader)
             self.source = self.queue
             registry.register(s.farm, self)
-        self.board_serial: str = s.serial or self._serial_of(s.port)
+        elif s.simulate:
+            self.source = GeneratedSource(s.sim_bitstreams, s.repeat)
+        self.sim: SimulatorHost[Any] | None = None
+        if s.simulate:
+            from .simboard import sim_serial
+
+            self.board_serial: str = sim_serial(zlib.crc32(name.encode()))
+            self.sim = SimulatorHost(self, self._start_board, lambda board: board.stop())
+        else:
+            self.board_serial = s.serial or self._serial_of(s.port)
         #: the key the farm knows this board by: its serial when known now, else the name
         self.board_id: str = self.board_serial or name
         self.result_timeout = s.result_timeout or (s.watchdog + s.count_window + 5.0)
@@ -140,6 +166,23 @@ class PicoDevice(Device):
         self.port_path = ""
         self._ser: Any = None
         self._reset_connection()
+
+    def _start_board(self) -> Any:
+        from .simboard import SimulatedBoard
+
+        s = self.settings
+        board = SimulatedBoard(self.board_serial, s.firmware, s.watchdog, s.count_window)
+        log.info("pico %s: simulated %s board %s on %s", self.name, s.firmware, board.serial,
+                 board.pts)
+        return board.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the driver thread, then its simulated board (one that finished or failed
+        earlier did not stop it in ``close``)."""
+        stopped = super().stop(timeout)
+        if self.sim is not None:
+            self.sim.release()
+        return stopped
 
     # ---------------------------------------------------------------- discovery
     @classmethod
@@ -166,7 +209,9 @@ class PicoDevice(Device):
 
     def open(self) -> None:
         s = self.settings
-        if s.serial:
+        if self.sim is not None:
+            port = self.sim.get().path
+        elif s.serial:
             port = pico_usb.resolve_serial(s.serial, self.usb_backend, s.sysfs_root, s.dev_root)
         else:
             port = s.port
@@ -196,6 +241,8 @@ class PicoDevice(Device):
         ser, self._ser = self._ser, None
         if ser is not None:
             ser.close()
+        if self.sim is not None and self.stopping:
+            self.sim.release()  # the device thread ends, and with it its board
 
     def _wake_reader(self) -> None:
         """Jobs arrived: end a blocking read early (pyserial's cancel_read; thread-safe)."""

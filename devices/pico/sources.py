@@ -3,7 +3,8 @@
 A source hands out :class:`Job` objects one at a time.  Files are read lazily (a directory of
 thousands of bitstreams is not held in memory).  The queue is the farm's channel into one
 board's driver: the HTTP thread puts batches, the driver thread takes them, and each job's
-``done`` callback carries the :class:`Result` back to whoever queued it.
+``done`` callback carries the :class:`Result` back to whoever queued it.  Generated test
+bitstreams are what a simulated board (``simulate = yes``) evaluates when no files are given.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from .protocol import BITSTREAM_SIZE
 
-__all__ = ["Job", "Result", "Source", "BitstreamQueue", "FileSource"]
+__all__ = ["Job", "Result", "Source", "BitstreamQueue", "FileSource", "GeneratedSource",
+           "sim_bitstream"]
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +156,36 @@ class FileSource:
             return Job(f"{f.stem}#{cycle}", data)
         time.sleep(timeout)  # a whole pass without a usable file: do not spin
         return None
+
+
+def sim_bitstream(i: int) -> bytes:
+    """Generated test bitstream ``i``: ``default_rng(i).bytes(104_090)``, the same every run."""
+    return np.random.default_rng(i).bytes(BITSTREAM_SIZE)
+
+
+class GeneratedSource:
+    """``n`` deterministic test bitstreams, ``repeat`` passes (0 = forever), made on demand.
+
+    For ``simulate = yes`` without files: a new user sees evaluations at once, and since the
+    simulated count is a documented function of the bytes (``simboard.expected_pulses``),
+    every published count can be checked.  Made per evaluation (about 0.1 ms each) rather than
+    held: a long list costs no memory.  Evaluation ids are ``sim<i>#<cycle>``.
+    """
+
+    def __init__(self, n: int, repeat: int = 0) -> None:
+        if n < 1:
+            raise ValueError(f"{n} generated bitstreams: need at least 1")
+        self.n = n
+        self.repeat = repeat
+        self._next = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.repeat) and self._next >= self.repeat * self.n
+
+    def get(self, timeout: float) -> Job | None:
+        if self.exhausted:
+            return None
+        cycle, i = divmod(self._next, self.n)
+        self._next += 1
+        return Job(f"sim{i}#{cycle}", sim_bitstream(i))

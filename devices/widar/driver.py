@@ -11,6 +11,12 @@ may ask for at ``net.core.rmem_max`` (unless we hold CAP_NET_ADMIN, when ``SO_RC
 works), so the granted size is reported in ``rcvbuf_granted`` and logged when smaller.
 Frames the kernel dropped for lack of buffer are read from ``/proc/net/udp`` (``kernel_drops``).
 
+``simulate = yes`` binds 127.0.0.1 (a free port unless ``port`` is set) and starts an
+in-process :class:`~devices.widar.simulator.WidarSimulator` sending to it over real UDP at
+``sim_rate`` frames/s, with the device's geometry and known spectral lines (``sim_lines``);
+its timestamps advance in real time, so time-based integration behaves as with a correlator.
+The sender starts at the first open, keeps its port across reconnects, stops with the device.
+
 Bad frames never stop the stage: they are counted per reason in ``bad_frames`` (``truncated``,
 ``bad_sync``, ``bad_length``, ``bad_checksum`` from validation; ``bad_geometry`` and
 ``unknown_product`` from assembly) and in the device's error count.
@@ -27,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from devices.simhost import SimulatorHost
 from radlogger.device import Device
-from radlogger.options import Option
+from radlogger.options import Option, OptionError
 
 from .assembler import ASSEMBLY_OPTIONS, Assembler, LagSet
 from .frames import decode, frame_bytes, reason_counts
@@ -37,6 +44,8 @@ from .recording import RotatingRecorder
 __all__ = ["LagSetDevice", "WidarDevice"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 50000
 
 
 class LagSetDevice(Device):
@@ -108,14 +117,26 @@ class WidarDevice(LagSetDevice):
     summary = "WIDAR correlator lag frames over UDP, assembled into lag sets"
     options = LagSetDevice.options + (
         Option("bind", str, "127.0.0.1", "address to receive on (0.0.0.0 = all interfaces)"),
-        Option("port", int, 50000, "UDP port (0 = any free port, see bound_port)",
-               min=0, max=65535),
+        Option("port", int, None, f"UDP port (unset: {DEFAULT_PORT}, or a free one with "
+               "simulate = yes; 0 = any free port, see bound_port)", min=0, max=65535),
         Option("rcvbuf", int, 64 << 20, "socket receive buffer to request, bytes "
-               "(the kernel caps it at net.core.rmem_max)", min=0),
+               "(the kernel caps it at net.core.rmem_max; 0 = the kernel's default)", min=0),
         Option("record", str, "", "record every received datagram to this pcap path, "
                "rotated as PATH.NNNNNN.pcap (empty = no recording)"),
         Option("record_max_mb", float, 1024.0, "size of one recording file, MiB", min=0.01),
         Option("record_keep", int, 0, "recording files kept (0 = all)", min=0),
+        Option("simulate", bool, False, "send simulated lag frames to this device from an "
+               "in-process WIDAR simulator over UDP on 127.0.0.1 (a free port unless port is "
+               "set); the accepted baselines, polarizations, ... shape what it sends"),
+        Option("sim_rate", float, 200.0, "simulator: frames per second", min=1.0,
+               max=1_000_000.0),
+        Option("sim_baselines", int, 2, "simulator: baselines sent (1-2, 1-3, 2-3, ...) when "
+               "baselines is empty", min=1, max=1000),
+        Option("sim_lines", list, [], "simulator: spectral lines as CHANNEL:AMPLITUDE, e.g. "
+               "64:1.0, 160:0.5 (empty: lags/4 at 1.0 and 5*lags/8 at 0.5)"),
+        Option("sim_noise", float, 0.01, "simulator: noise relative to a line of amplitude 1",
+               min=0.0),
+        Option("sim_seed", int, 0, "simulator: random seed"),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
@@ -123,21 +144,55 @@ class WidarDevice(LagSetDevice):
         self.sock: socket.socket | None = None
         self.bound_port = 0
         self.rcvbuf_granted = 0
+        #: the in-process sender (simulate = yes), started at the first open
+        self.sim: SimulatorHost[Any] | None = None
+        #: what it sends (built now so a bad geometry is a configuration error)
+        self.simulator: Any = None
+        if self.settings.simulate:
+            self.simulator = _make_simulator(self.settings)
+            self.sim = SimulatorHost(self, self._start_sender, lambda sender: sender.stop())
+
+    def _start_sender(self) -> Any:
+        from .simulator import SenderThread
+
+        s = self.settings
+        host = s.bind if s.bind not in ("", "0.0.0.0") else "127.0.0.1"
+        sim = self.simulator
+        # timestamps advance in real time: one integration per frames_per_integration frames
+        per = sim.frames_per_integration
+        sim.integration_ns = max(1, int(per / s.sim_rate * 1e9))
+        sim.start_ns = time.time_ns()
+        sender = SenderThread(sim, (host, self.bound_port), s.sim_rate, burst=per)
+        sender.start()
+        log.info("widar %s: simulated correlator sending %d products to %s:%d at %g frames/s",
+                 self.name, len(sim.products), host, self.bound_port, s.sim_rate)
+        return sender
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the driver thread, then the simulated sender (if any)."""
+        stopped = super().stop(timeout)
+        if self.sim is not None:
+            self.sim.release()
+        return stopped
 
     def open(self) -> None:
         s = self.settings
+        port = s.port if s.port is not None else 0 if self.sim is not None else DEFAULT_PORT
+        if port == 0 and self.sim is not None and self.sim.current is not None:
+            port = self.bound_port  # the simulator sends there: keep it across reconnects
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            self.rcvbuf_granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
             if s.rcvbuf:
                 self.rcvbuf_granted = _request_rcvbuf(sock, s.rcvbuf)
                 if self.rcvbuf_granted < s.rcvbuf:
                     log.warning("widar %s: receive buffer %d KiB granted of %d KiB requested;"
                                 " raise it with sysctl -w net.core.rmem_max=%d", self.name,
                                 self.rcvbuf_granted >> 10, s.rcvbuf >> 10, s.rcvbuf)
-            sock.bind((s.bind, s.port))
+            sock.bind((s.bind, port))
         except OSError as exc:
             sock.close()
-            raise OSError(f"cannot receive on {s.bind}:{s.port}: {exc.strerror or exc} "
+            raise OSError(f"cannot receive on {s.bind}:{port}: {exc.strerror or exc} "
                           "(is another program using the port? set port = ...)") from None
         sock.setblocking(False)
         self.sock = sock
@@ -147,6 +202,8 @@ class WidarDevice(LagSetDevice):
                                              s.record_keep)
         log.info("widar %s: receiving on %s:%d (rcvbuf %d KiB)", self.name, s.bind,
                  self.bound_port, self.rcvbuf_granted >> 10)
+        if self.sim is not None:
+            self.sim.get()
 
     def poll(self) -> None:
         sock = self.sock
@@ -190,6 +247,8 @@ class WidarDevice(LagSetDevice):
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+        if self.sim is not None and self.stopping:
+            self.sim.release()  # the device thread ends, and with it its simulator
 
     def kernel_drops(self) -> int:
         """Datagrams the kernel dropped on our socket (receive buffer full), or -1."""
@@ -210,6 +269,21 @@ class WidarDevice(LagSetDevice):
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "port": self.bound_port, "rcvbuf": self.rcvbuf_granted,
                 "kernel_drops": self.kernel_drops()}
+
+
+def _make_simulator(s: Any) -> Any:
+    """The simulator for a device's settings: its geometry, and products it accepts."""
+    from .simulator import WidarSimulator, parse_lines
+
+    try:
+        lines = parse_lines(s.sim_lines) if s.sim_lines else None
+        return WidarSimulator(
+            s.baselines or s.sim_baselines, [int(b) for b in s.basebands] or [0],
+            [int(b) for b in s.subbands] or [0], s.polarizations or ["AA", "BB"],
+            max(1, s.phase_bins), s.lags, s.lags_per_frame, lines, s.sim_noise, seed=s.sim_seed)
+    except ValueError as exc:  # a line outside the lag set, a bad line, no products
+        raise OptionError("sim_lines" if "line" in str(exc) else "simulate",
+                          f"simulate = yes: {exc}") from None
 
 
 def _request_rcvbuf(sock: socket.socket, size: int) -> int:

@@ -32,7 +32,7 @@ import numpy as np
 from .assembler import parse_baselines
 from .frames import FIELDS, POLARIZATIONS, encode, fix_checksums, frame_bytes, to_complex
 
-__all__ = ["WidarSimulator", "SenderThread", "cli", "product_key"]
+__all__ = ["WidarSimulator", "SenderThread", "cli", "product_key", "parse_lines"]
 
 ProductKey = tuple[int, int, int, int, str, int]
 
@@ -247,26 +247,37 @@ class SenderThread(threading.Thread):
     """``WidarSimulator.send`` on a thread, for tests: ``start()``, then ``stop()``."""
 
     def __init__(self, sim: WidarSimulator, dest: tuple[str, int], rate: float = 0.0,
-                 frames: int = 0) -> None:
+                 frames: int = 0, burst: int = 64) -> None:
         super().__init__(name="widar-simulator", daemon=True)
         self.sim, self.dest, self.rate, self.frames_total = sim, dest, rate, frames
+        self.burst = burst
         self._stop_event = threading.Event()
         self.sent = 0
 
     def run(self) -> None:
-        self.sent = self.sim.send(self.dest, self.rate, self.frames_total, self._stop_event)
+        self.sent = self.sim.send(self.dest, self.rate, self.frames_total, self._stop_event,
+                                  self.burst)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop_event.set()
         self.join(timeout)
 
 
+def parse_lines(items: Sequence[str]) -> list[tuple[int, float]]:
+    """``["64:1.0", "200"]`` -> ``[(64, 1.0), (200, 1.0)]``; ValueError names the format."""
+    try:
+        return [(int(c), float(a or 1.0)) for c, _, a in
+                (str(item).strip().partition(":") for item in items if str(item).strip())]
+    except ValueError:
+        raise ValueError(f"lines {', '.join(map(str, items))!r}: expected "
+                         "channel:amplitude, e.g. 64:1.0, 200:0.5") from None
+
+
 def _lines(text: str) -> list[tuple[int, float]] | None:
     if not text:
         return None
     try:
-        return [(int(c), float(a or 1.0)) for c, _, a in
-                (item.partition(":") for item in text.split(",") if item.strip())]
+        return parse_lines(text.split(","))
     except ValueError:
         raise click.BadParameter("lines are channel:amplitude, e.g. 64:1.0,200:0.5") from None
 

@@ -10,6 +10,11 @@ the acquisition lock keeps a second client from retuning the instrument under us
 re-sent on every (re)connect because an instrument that was power-cycled has forgotten them;
 ``:SYSTEM:ERROR?`` after applying turns a rejected setting into a clear, counted error instead
 of silently wrong data.
+
+``simulate = yes`` runs a :class:`~devices.wsa4000.simulator.WSA4000Simulator` in-process on
+127.0.0.1 (free ports, so several daemons and a real instrument never collide) and connects to
+it exactly as to an instrument: same SCPI session, same VRT parser.  The simulator starts at
+the first connect, is re-used by reconnects and stops with the device (``SimulatorHost``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from devices.simhost import SimulatorHost
 from radlogger.device import Device
 from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option, OptionError
@@ -35,6 +41,7 @@ from .scpi import (
     SCPIError,
 )
 from .vrt import DATA, IQ_STREAM, TRAILER_BITS, VRTPacket, VRTParser
+from .waveform import Tone, parse_tone
 
 __all__ = ["WSA4000Device"]
 
@@ -45,6 +52,7 @@ _RECV = 1 << 20
 _POLL_TIMEOUT = 0.2
 _CAPTURE = COMMANDS["block_data"].form + "?"
 _FLAG_MASKS = [(name, (1 << e) | (1 << i)) for name, (e, i) in TRAILER_BITS.items()]
+_SIM_HOST = "127.0.0.1"
 
 
 class WSA4000Device(Device):
@@ -52,11 +60,11 @@ class WSA4000Device(Device):
     summary = "ThinkRF WSA4000 spectrum analyzer: I/Q packets over SCPI + VITA-49 (TCP)"
     quantities = ("iq",)
     options = (
-        Option("host", str, None, "instrument address (127.0.0.1 for the simulator)",
-               required=True),
-        Option("control_port", int, DEFAULT_CONTROL_PORT, "SCPI control port", min=1,
-               max=65535),
-        Option("data_port", int, DEFAULT_DATA_PORT, "VRT data port", min=1, max=65535),
+        Option("host", str, None, "instrument address (required unless simulate = yes)"),
+        Option("control_port", int, DEFAULT_CONTROL_PORT, "SCPI control port (ignored with "
+               "simulate = yes)", min=1, max=65535),
+        Option("data_port", int, DEFAULT_DATA_PORT, "VRT data port (ignored with simulate = "
+               "yes)", min=1, max=65535),
         Option("freq", float, 2.4e9, "centre frequency in Hz (100 kHz steps)",
                min=_C["freq"].min, max=_C["freq"].max),
         Option("shift", float, 0.0, "frequency shift in Hz", min=_C["shift"].min,
@@ -81,11 +89,32 @@ class WSA4000Device(Device):
         Option("lock", bool, True, "take the acquisition lock (fail if another client has it)"),
         Option("timeout", float, 5.0, "seconds without an expected reply or packet before "
                "the connection is considered lost", min=0.1),
+        Option("simulate", bool, False, "run a simulated WSA4000 in-process on 127.0.0.1 (free "
+               "ports) and connect to it over the real SCPI + VRT protocol; no host needed"),
+        Option("sim_tones", list, ["5e6:-40dBm", "-20e6:-60dBm"], "simulator: tones as "
+               "OFFSET_HZ:AMPLITUDE from the centre, amplitude a fraction of full scale or "
+               "dBm (e.g. 1e6:0.5, -2e6:-30dBm)"),
+        Option("sim_noise", float, 1e-3, "simulator: noise std per I/Q component, fraction of "
+               "full scale", min=0),
+        Option("sim_seed", int, 0, "simulator: noise seed"),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
         s = self.settings
+        if s.simulate and s.host:
+            raise OptionError("host", f"device {name}: host and simulate = yes exclude each "
+                              "other (the simulator listens on 127.0.0.1, free ports); remove "
+                              "host or set simulate = no")
+        if not s.simulate and not s.host:
+            raise OptionError("host", f"device {name}: host is not set: add host = <instrument "
+                              "address>, or simulate = yes for a simulated instrument")
+        self.sim_tones: list[Tone] = []
+        for text in s.sim_tones:
+            try:
+                self.sim_tones.append(parse_tone(text))
+            except ValueError as exc:
+                raise OptionError("sim_tones", f"sim_tones: {exc}") from None
         if round(s.freq) % 100_000:
             raise OptionError("freq", f"freq = {s.freq:.0f}: must be a multiple of 100 kHz, "
                               f"e.g. {round(s.freq / 1e5) * 1e5:.0f}")
@@ -115,6 +144,32 @@ class WSA4000Device(Device):
         self._topic = f"{name}.iq"
         self._static_meta: dict[str, Any] = {}
         self._opening = False
+        #: where the instrument is: the configured one, or the simulator's free ports
+        self.host: str = s.host or _SIM_HOST
+        self.control_port: int = s.control_port
+        self.data_port: int = s.data_port
+        #: the in-process simulator (simulate = yes), started at the first connect
+        self.sim: SimulatorHost[Any] | None = (
+            SimulatorHost(self, self._start_simulator, lambda sim: sim.stop())
+            if s.simulate else None)
+
+    def _start_simulator(self) -> Any:
+        from .simulator import WSA4000Simulator  # only simulating daemons need it
+
+        s = self.settings
+        sim = WSA4000Simulator(_SIM_HOST, 0, 0, self.sim_tones, s.sim_noise, s.sim_seed,
+                               ring_samples=max(1 << 15, 4 * s.spp * s.ppb),
+                               serial=f"SIM-{self.name}"[:32])
+        sim.start()
+        return sim
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the driver thread, then the simulator it owns (one that finished or failed
+        earlier did not stop it in ``close``)."""
+        stopped = super().stop(timeout)
+        if self.sim is not None:
+            self.sim.release()
+        return stopped
 
     # ---------------------------------------------------------------- connection
     def open(self) -> None:
@@ -127,11 +182,15 @@ class WSA4000Device(Device):
     def _open(self) -> None:
         s = self.settings
         self.connects += 1
-        ctl = self._ctl = SCPIClient(s.host, s.control_port, s.timeout)
+        if self.sim is not None:
+            sim = self.sim.get()
+            self.control_port, self.data_port = sim.control_port, sim.data_port
+        host = self.host
+        ctl = self._ctl = SCPIClient(host, self.control_port, s.timeout)
         self.idn = ctl.query(":*IDN?")
         parts = self.idn.split(",")
         if len(parts) < 2 or not parts[1].strip().upper().startswith("WSA4"):
-            raise SCPIError(f"{s.host}:{s.control_port} is not a WSA4000 (*IDN? answered "
+            raise SCPIError(f"{host}:{self.control_port} is not a WSA4000 (*IDN? answered "
                             f"{self.idn!r}); check host and control_port")
         if s.reset:
             ctl.set("rst")
@@ -139,7 +198,7 @@ class WSA4000Device(Device):
             if ctl.get("error").startswith("0"):
                 break
         if s.lock and ctl.get("lock_request", "ACQ") != "1":
-            raise SCPIError(f"{s.host}: another client holds the acquisition lock; retrying")
+            raise SCPIError(f"{host}: another client holds the acquisition lock; retrying")
         ctl.set("if_gain", s.if_gain)
         ctl.set("freq", int(round(s.freq)))
         ctl.set("rf_gain", s.rf_gain)
@@ -153,11 +212,11 @@ class WSA4000Device(Device):
         ctl.set("ppb", s.ppb)
         error = ctl.get("error")
         if not error.startswith("0"):
-            raise SCPIError(f"{s.host} rejected a setting: {error}; check the [device] options")
+            raise SCPIError(f"{host} rejected a setting: {error}; check the [device] options")
         try:
-            data = socket.create_connection((s.host, s.data_port), timeout=s.timeout)
+            data = socket.create_connection((host, self.data_port), timeout=s.timeout)
         except OSError as exc:
-            raise SCPIError(f"cannot connect to the WSA data port {s.host}:{s.data_port}: "
+            raise SCPIError(f"cannot connect to the WSA data port {host}:{self.data_port}: "
                             f"{exc}") from exc
         data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         data.settimeout(_POLL_TIMEOUT)
@@ -190,6 +249,8 @@ class WSA4000Device(Device):
                 data.close()
             except OSError:
                 pass
+        if self.sim is not None and self.stopping:
+            self.sim.release()  # the device thread ends, and with it its simulator
 
     def interrupt(self) -> None:
         """Unblock the driver thread.  The control connection is cut only while connecting
@@ -225,11 +286,11 @@ class WSA4000Device(Device):
             chunk = data.recv(_RECV)
         except TimeoutError:
             if time.monotonic() - self._last_data > s.timeout:
-                raise TimeoutError(f"no data from {s.host}:{s.data_port} for {s.timeout:g} s"
+                raise TimeoutError(f"no data from {self.host}:{self.data_port} for {s.timeout:g} s"
                                    ) from None
             return
         if not chunk:
-            raise ConnectionError(f"{s.host} closed the data connection")
+            raise ConnectionError(f"{self.host} closed the data connection")
         self._last_data = time.monotonic()
         packets = self.parser.feed(chunk)
         self._fold_parser_counts()
