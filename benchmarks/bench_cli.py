@@ -25,7 +25,7 @@ DEFAULT_INI = Path(__file__).resolve().parent.parent / "radlogger" / "default.in
 
 @pytest.mark.parametrize("args,expect", [
     (["--help"], b"Commands:"),
-    (["check", "-c", str(DEFAULT_INI)], b"sine (synthetic)"),
+    (["check", "-c", str(DEFAULT_INI)], b"wsa1 (wsa4000)"),
 ], ids=["help", "check"])
 def test_cli_startup(benchmark, args: list[str], expect: bytes) -> None:  # type: ignore[no-untyped-def]
     def run() -> subprocess.CompletedProcess[bytes]:

@@ -58,13 +58,13 @@ def cli(n: int, mode: str, count_window: float, watchdog: float, link_dir: Path 
     if link_dir is None:
         link_dir = Path(tempfile.mkdtemp(prefix="pico-sim-"))
     link_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the boards exist: stop cleanly anytime
+        signal.signal(sig, lambda *_: stop.set())
     boards = start_boards(n, link_dir, mode=mode, count_window=count_window, watchdog=watchdog)
     for b in boards:
         click.echo(f"{b.serial}  {b.path}  ({b.pts})")
     click.echo(f"{n} {mode} board(s) running; Ctrl-C to stop", err=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(3600):
             pass

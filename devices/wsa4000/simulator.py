@@ -406,15 +406,15 @@ def cli(host: str, control_port: int, data_port: int, tones: tuple[str, ...], no
         raise click.BadParameter(str(exc), param_hint="--tone") from None
     sim = WSA4000Simulator(host, control_port, data_port, parsed, noise, seed,
                            spectral_inversion, reflevel, stream_rate, drop_every, serial=serial)
+    done = threading.Event()
+    for sig in (signals.SIGINT, signals.SIGTERM):  # before listening: a client may stop us
+        signals.signal(sig, lambda *_: done.set())
     try:
         sim.start()
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{control_port}/{data_port}: {exc} "
                                    "(is another simulator running? choose other ports)") \
             from None
-    done = threading.Event()
-    for sig in (signals.SIGINT, signals.SIGTERM):
-        signals.signal(sig, lambda *_: done.set())
     click.echo(f"WSA4000 simulator: control {host}:{sim.control_port}, data {host}:"
                f"{sim.data_port}; Ctrl-C to stop")
     while not done.wait(0.5):
