@@ -134,33 +134,46 @@ def deque_condition(n: int) -> int:
 
 
 def atomic_queue_contender() -> Callable[[int], int] | None:
-    """atomic-queue (a busy-spinning Disruptor port), when it can be installed (Python <= 3.10)."""
+    """atomic-queue (a busy-spinning LMAX Disruptor port), where it can be installed.
+
+    It does not build on Python 3.11+ (its atomic-sequence extension includes a header removed
+    in 3.11); on Python 3.10: ``pip install wheel && pip install --no-build-isolation
+    atomic-queue``, then run ``python benchmarks/queues.py`` with that interpreter.
+    """
     try:
-        import atomic_queue  # type: ignore[import-not-found]  # noqa: F401
+        from atomicqueue.queue import AtomicQueue  # type: ignore[import-not-found]
     except ImportError:
         return None
 
     def run(n: int) -> int:  # pragma: no cover - only where the package builds
-        import atomic_queue as aq  # type: ignore[import-not-found]
+        done = threading.Event()
 
-        q = aq.AtomicQueue(CAPACITY) if hasattr(aq, "AtomicQueue") else aq.Queue(CAPACITY)
-        got = 0
+        class Counter:
+            got = 0
 
-        def consumer() -> None:
-            nonlocal got
-            while True:
-                item = q.pop()
-                if item is _DONE:
-                    return
-                got += 1
+            def handle(self, event: object) -> None:
+                if event is _DONE:
+                    done.set()
+                elif event is not None:  # None: the wake-up sent at stop
+                    self.got += 1
 
-        def producer() -> None:
-            for i in range(n):
-                q.push(i)
-            q.push(_DONE)
-
-        _run(producer, consumer)
-        return got
+        counter = Counter()
+        q = AtomicQueue(CAPACITY)
+        q.handle_events_with(counter)
+        q.start()
+        publish = q.publish_event
+        for i in range(n):
+            publish(i)
+        publish(_DONE)
+        done.wait()
+        for group in q.event_handler_groups:  # its processors spin until an event arrives:
+            for p in group.get_processors():  # stop them, then feed one event to wake them
+                p.stop_thread = True
+        publish(None)
+        for group in q.event_handler_groups:
+            for p in group.get_processors():
+                p.join()
+        return counter.got
 
     return run
 
@@ -175,3 +188,29 @@ CONTENDERS: dict[str, Callable[[int], int]] = {
 _aq = atomic_queue_contender()
 if _aq is not None:
     CONTENDERS["atomic-queue"] = _aq
+
+
+def main() -> None:
+    """Run every contender once outside pytest (e.g. under Python 3.10 for atomic-queue)."""
+    import json
+    import sys
+    import time
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    n -= n % 64  # put_many moves whole chunks
+    out = {}
+    for name, run in CONTENDERS.items():
+        best = 0.0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            got = run(n)
+            dt = time.perf_counter() - t0
+            assert got == n, (name, got)
+            best = max(best, n / dt)
+        out[name] = best
+        print(f"{name:40s} {best / 1e6:6.2f} M items/s", flush=True)
+    print(json.dumps({"python": sys.version.split()[0], "items": n, "items_per_s": out}))
+
+
+if __name__ == "__main__":
+    main()

@@ -90,7 +90,7 @@ def no_leaked_threads() -> Iterator[None]:
         return [t.name for t in threading.enumerate()
                 if t.ident not in before and t.is_alive() and t.name.startswith(ours)]
 
-    deadline = time.monotonic() + 5.0
-    while leaked() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not leaked(), f"threads leaked by the test: {leaked()}"
+    try:
+        wait_for(lambda: not leaked(), 5.0, interval=0.01)
+    except AssertionError:
+        raise AssertionError(f"threads leaked by the test: {leaked()}") from None
