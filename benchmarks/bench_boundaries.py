@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.benchutil import QUICK, scaled
+from benchmarks import benchutil
+from benchmarks.benchutil import scaled
 from devices.mqtt import MQTTDevice
 from devices.remote import RemoteDevice
 from endpoints.longpoll import LongPollEndpoint
@@ -140,7 +141,8 @@ def _report(benchmark: Any, n: int, value: Any, elapsed: float, **extra: Any) ->
 def test_in_process(benchmark: Any, payload: str) -> None:
     n = scaled(200_000 if payload == "scalar" else 50_000)
     value = PAYLOADS[payload]
-    elapsed = benchmark.pedantic(run_in_process, args=(n, value), rounds=1 if QUICK else 3,
+    elapsed = benchmark.pedantic(run_in_process, args=(n, value),
+                                 rounds=1 if benchutil.QUICK else 3,
                                  iterations=1)
     _report(benchmark, n, value, elapsed, boundary="in-process", payload=payload)
 
@@ -151,7 +153,7 @@ def test_mqtt(benchmark: Any, broker: Mosquitto, payload: str, qos: int) -> None
     n = scaled(50_000 if payload == "scalar" else 20_000)
     value = PAYLOADS[payload]
     elapsed = benchmark.pedantic(run_mqtt, args=(n, value, qos, broker.port),
-                                 rounds=1 if QUICK else 3, iterations=1)
+                                 rounds=1 if benchutil.QUICK else 3, iterations=1)
     _report(benchmark, n, value, elapsed, boundary="mqtt", payload=payload, qos=qos)
 
 
@@ -159,7 +161,7 @@ def test_mqtt(benchmark: Any, broker: Mosquitto, payload: str, qos: int) -> None
 def test_longpoll(benchmark: Any, payload: str) -> None:
     n = scaled(100_000 if payload == "scalar" else 20_000)
     value = PAYLOADS[payload]
-    elapsed = benchmark.pedantic(run_longpoll, args=(n, value), rounds=1 if QUICK else 3,
+    elapsed = benchmark.pedantic(run_longpoll, args=(n, value), rounds=1 if benchutil.QUICK else 3,
                                  iterations=1)
     _report(benchmark, n, value, elapsed, boundary="longpoll", payload=payload)
 
@@ -190,7 +192,8 @@ def run_pool(n: int, workers: int, mode: str) -> float:
 @pytest.mark.parametrize("workers,mode", [(1, "process"), (2, "process"), (2, "thread")])
 def test_pool_scaling_fft(benchmark: Any, workers: int, mode: str) -> None:
     n = scaled(4000, minimum=40)
-    elapsed = benchmark.pedantic(run_pool, args=(n, workers, mode), rounds=1 if QUICK else 3,
+    elapsed = benchmark.pedantic(run_pool, args=(n, workers, mode),
+                                 rounds=1 if benchutil.QUICK else 3,
                                  iterations=1)
     benchmark.extra_info.update(packets=n, fft_size=16384, workers=workers, mode=mode,
                                 spectra_per_s=round(n / elapsed))

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks.benchutil import QUICK, scaled
+from benchmarks import benchutil
+from benchmarks.benchutil import scaled
 from devices.synthetic import SyntheticDevice
 from endpoints.null import NullEndpoint
 from radlogger.device import DeviceState
@@ -48,7 +49,7 @@ def run_saturation(n: int, mode: str) -> tuple[int, float]:
 @pytest.mark.parametrize("mode", ["thread", "pool"])
 def test_end_to_end_saturation(benchmark, mode: str) -> None:  # type: ignore[no-untyped-def]
     n = scaled(1_000_000)
-    result = benchmark.pedantic(run_saturation, args=(n, mode), rounds=1 if QUICK else 3,
+    result = benchmark.pedantic(run_saturation, args=(n, mode), rounds=1 if benchutil.QUICK else 3,
                                 iterations=1)
     count, elapsed = result
     benchmark.extra_info.update(measurements=count, per_s=count / elapsed, mode=mode)
@@ -69,7 +70,7 @@ def run_latency(rate: float, seconds: float) -> dict[str, float]:
 
 
 def test_latency_at_10k_per_s(benchmark) -> None:  # type: ignore[no-untyped-def]
-    seconds = 0.3 if QUICK else 3.0
+    seconds = 0.3 if benchutil.QUICK else 3.0
     stats = benchmark.pedantic(run_latency, args=(10_000.0, seconds), rounds=1, iterations=1)
     benchmark.extra_info.update(stats)
 
@@ -99,6 +100,6 @@ def test_broker_dispatch(benchmark, dispatch: str) -> None:  # type: ignore[no-u
 
     fn = per_measurement if dispatch == "per_measurement" else batched
     before = sink.stats.received
-    benchmark.pedantic(fn, rounds=1 if QUICK else 5, iterations=1)
+    benchmark.pedantic(fn, rounds=1 if benchutil.QUICK else 5, iterations=1)
     assert sink.stats.received - before >= n
     benchmark.extra_info["measurements"] = n

@@ -28,7 +28,8 @@ import h5py
 import numpy as np
 import pytest
 
-from benchmarks.benchutil import QUICK, scaled
+from benchmarks import benchutil
+from benchmarks.benchutil import scaled
 from endpoints.storage.cli import writer_for
 from radlogger.measurement import Measurement
 
@@ -94,7 +95,7 @@ def _bench(benchmark: Any, fn: Any, data: list[Measurement], workdir: Path, name
         paths.append(_fresh(workdir, name))
         return (paths[-1], data), {}
 
-    benchmark.pedantic(fn, setup=setup, rounds=1 if QUICK else 3, iterations=1)
+    benchmark.pedantic(fn, setup=setup, rounds=1 if benchutil.QUICK else 3, iterations=1)
     got = _rows(paths[-1])
     assert got == len(data), f"{name}: {got} of {len(data)} measurements stored"
     seconds = benchmark.stats.stats.min if benchmark.stats else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.benchutil import QUICK
+from benchmarks import benchutil
 from benchmarks.workload import measure
 from devices.synthetic import SyntheticDevice
 from endpoints.null import NullEndpoint
@@ -35,8 +35,8 @@ def _sweep_point(rate: int, seconds: float) -> dict:
 
 @pytest.mark.parametrize("rate", RATES, ids=lambda r: f"{r}/s" if r else "saturation")
 def test_scalar_sweep(benchmark, rate: int) -> None:  # type: ignore[no-untyped-def]
-    seconds = 0.05 if QUICK else (2.0 if rate else 1.5)
-    if QUICK and rate == 1_000:
+    seconds = 0.05 if benchutil.QUICK else (2.0 if rate else 1.5)
+    if benchutil.QUICK and rate == 1_000:
         seconds = 0.2
     res = benchmark.pedantic(_sweep_point, args=(rate, seconds), rounds=1, iterations=1)
     benchmark.extra_info.update(res)
@@ -50,11 +50,11 @@ class _Slow(NullEndpoint):
 
 
 def _overload(n: int) -> dict:
-    qsize = 256 if QUICK else 16384
+    qsize = 256 if benchutil.QUICK else 16384
     p = Pipeline(queue_size=qsize, overflow="drop_newest")
     dev = p.add_device(SyntheticDevice("syn", rate=0, count=n, pattern="random",
                                        array_size=256, chunk=512))
-    p.add_endpoint(_Slow("sink", inbox_size=64 if QUICK else 4096, check_order=False),
+    p.add_endpoint(_Slow("sink", inbox_size=64 if benchutil.QUICK else 4096, check_order=False),
                    subscribe=["syn"])
     res = measure(p, lambda: dev.state is DeviceState.FINISHED and p.quiescent(), ["sink"])
     assert res["sink_drops"] + res["queue_drops"] > 0, "not overloaded"
@@ -65,6 +65,6 @@ def _overload(n: int) -> dict:
 
 def test_overload_memory_stays_bounded(benchmark) -> None:  # type: ignore[no-untyped-def]
     """1 KiB arrays pushed as fast as possible into a slow endpoint: drops, not memory growth."""
-    n = 2_000 if QUICK else 400_000
+    n = 2_000 if benchutil.QUICK else 400_000
     res = benchmark.pedantic(_overload, args=(n,), rounds=1, iterations=1)
     benchmark.extra_info.update(res)

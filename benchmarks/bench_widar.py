@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.benchutil import QUICK, scaled
+from benchmarks import benchutil
+from benchmarks.benchutil import scaled
 from devices.widar import frames as F
 from devices.widar.assembler import Assembler
 from devices.widar.driver import WidarDevice
@@ -70,7 +71,7 @@ def test_decode_and_assemble(benchmark, frames_per_s: int) -> None:  # type: ign
             sets += sum(ls.complete for ls in asm.add(batch))
         return sets, asm.placed
 
-    sets, placed = benchmark.pedantic(run, rounds=1 if QUICK else 5, iterations=1)
+    sets, placed = benchmark.pedantic(run, rounds=1 if benchutil.QUICK else 5, iterations=1)
     assert placed == n and sets == n // 8, "every frame placed, every lag set complete"
     benchmark.extra_info.update(frames=n, lag_sets=sets)
 
@@ -117,7 +118,7 @@ def _free_udp_port() -> int:
 
 @pytest.mark.parametrize("rate", [42_000, 117_000])
 def test_udp_receive_through_pipeline(benchmark, rate: int) -> None:  # type: ignore[no-untyped-def]
-    seconds = 0.2 if QUICK else 5.0
+    seconds = 0.2 if benchutil.QUICK else 5.0
     stats = benchmark.pedantic(run_udp, args=(rate, seconds), rounds=1, iterations=1)
     benchmark.extra_info.update(stats)
 
@@ -169,6 +170,7 @@ def run_chain(mode: str, n: int, products: int = 10, k: int = 10) -> tuple[int, 
 @pytest.mark.parametrize("mode", ["in_process", "isolated"])
 def test_lag_chain_lag_sets_per_s(benchmark, mode: str) -> None:  # type: ignore[no-untyped-def]
     n = scaled(20_000, 200) // 100 * 100
-    count, elapsed = benchmark.pedantic(run_chain, args=(mode, n), rounds=1 if QUICK else 3,
+    count, elapsed = benchmark.pedantic(run_chain, args=(mode, n),
+                                        rounds=1 if benchutil.QUICK else 3,
                                         iterations=1)
     benchmark.extra_info.update(lag_sets=count, lag_sets_per_s=count / elapsed, mode=mode)

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.benchutil import QUICK, scaled
+from benchmarks import benchutil
+from benchmarks.benchutil import scaled
 from devices.wsa4000.driver import WSA4000Device
 from devices.wsa4000.vrt import VRTParser, encode_data
 from endpoints.null import NullEndpoint
@@ -82,7 +83,7 @@ def test_vrt_parse(benchmark: Any, spp: int, convert: bool) -> None:
         assert parser.counts["skipped_bytes"] == 0
         return got
 
-    got = benchmark.pedantic(run, rounds=1 if QUICK else 5, iterations=1)
+    got = benchmark.pedantic(run, rounds=1 if benchutil.QUICK else 5, iterations=1)
     assert got == n
     best = min(timing)
     benchmark.extra_info.update(spp=spp, packets=n, mb=size / 1e6, mb_per_s=size / best / 1e6,
@@ -105,7 +106,8 @@ def test_fft_batched_vs_per_packet(benchmark: Any, batch: bool) -> None:
         p.queue.drain(len(p.queue) + 16)  # the published spectra; nothing consumes them here
         return fft.spectra - before
 
-    done = benchmark.pedantic(run, rounds=3 if QUICK else 50, iterations=1, warmup_rounds=1)
+    done = benchmark.pedantic(run,
+                              rounds=3 if benchutil.QUICK else 50, iterations=1, warmup_rounds=1)
     assert done == n
     benchmark.extra_info.update(packets=n, spp=spp, fft_calls=fft.fft_calls)
 
@@ -206,5 +208,5 @@ def test_chain_on_simulator(benchmark: Any, scenario: str, spp: int) -> None:
     target = LINE_RATE_PACKETS[spp] * 3  # about three seconds at line rate
     packets = scaled(target, minimum=64)
     info = benchmark.pedantic(run_chain, args=(scenario, spp, packets),
-                              rounds=1 if QUICK else 3, iterations=1)
+                              rounds=1 if benchutil.QUICK else 3, iterations=1)
     benchmark.extra_info.update(info)

@@ -20,8 +20,9 @@ from radlogger.pipeline import tune_gc
 
 def pytest_configure(config: pytest.Config) -> None:
     tune_gc()  # as the daemon does at start (radlogger.pipeline.tune_gc)
-    benchutil.QUICK = bool(config.getoption("benchmark_disable", False)) or \
-        os.environ.get("RADLOGGER_BENCH_QUICK") == "1"
+    disabled = bool(config.getoption("benchmark_disable", False)) and \
+        not config.getoption("benchmark_enable", False)
+    benchutil.QUICK = disabled or os.environ.get("RADLOGGER_BENCH_QUICK") == "1"
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
