@@ -32,10 +32,12 @@ def _wait(predicate, timeout: float = 120.0) -> None:  # type: ignore[no-untyped
 
 
 def run_saturation(n: int, mode: str) -> tuple[int, float]:
+    """The device pushes as fast as it can; the queue blocks it rather than dropping, and the
+    inbox is large enough that the endpoint's rate, not a drop, limits delivery."""
     p = Pipeline(queue_size=65536, overflow="block", block_timeout=60)
     dev = p.add_device(SyntheticDevice("syn", rate=0, count=n, pattern="counter", chunk=1024))
-    sink = p.add_endpoint(NullEndpoint("sink", mode=mode, check_order=False, batch_max=8192),
-                          subscribe=["syn"])
+    sink = p.add_endpoint(NullEndpoint("sink", mode=mode, check_order=False, batch_max=8192,
+                                       inbox_size=n + 1), subscribe=["syn"])
     t0 = time.perf_counter()
     p.start()
     _wait(lambda: sink.count >= n or dev.state is DeviceState.FAILED)

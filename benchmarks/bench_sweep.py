@@ -5,6 +5,8 @@ Run: ``python -m pytest benchmarks/bench_sweep.py --benchmark-enable --benchmark
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from benchmarks import benchutil
@@ -44,15 +46,14 @@ def test_scalar_sweep(benchmark, rate: int) -> None:  # type: ignore[no-untyped-
 
 class _Slow(NullEndpoint):
     def handle_batch(self, batch: list[Measurement]) -> None:
-        for _ in batch:  # ~2 us of work per measurement: slower than the device
-            sum(range(40))
+        time.sleep(20e-6 * len(batch))  # 20 us of simulated work each: 50,000/s at most
         super().handle_batch(batch)
 
 
 def _overload(n: int) -> dict:
     qsize = 256 if benchutil.QUICK else 16384
     p = Pipeline(queue_size=qsize, overflow="drop_newest")
-    dev = p.add_device(SyntheticDevice("syn", rate=0, count=n, pattern="random",
+    dev = p.add_device(SyntheticDevice("syn", rate=0, count=n, pattern="constant",
                                        array_size=256, chunk=512))
     p.add_endpoint(_Slow("sink", inbox_size=64 if benchutil.QUICK else 4096, check_order=False),
                    subscribe=["syn"])

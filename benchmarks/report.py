@@ -4,7 +4,7 @@ Usage::
 
     python -m pytest benchmarks --benchmark-enable --benchmark-only \\
         --benchmark-json=benchmarks/results/latest.json
-    python -m benchmarks.report benchmarks/results/latest.json [--readme README.md]
+    python -m benchmarks.report benchmarks/results/latest.json [more.json ...] [--readme README.md]
 
 With ``--readme`` the table replaces the block between ``<!-- bench:start -->`` and
 ``<!-- bench:end -->`` in the README.
@@ -34,10 +34,12 @@ def _fmt(v: Any) -> str:
 def _rate(b: dict[str, Any]) -> float | None:
     info = b.get("extra_info", {})
     for key in ("items_per_s", "per_s", "delivered_per_s", "measurements_per_s", "frames_per_s",
-                "packets_per_s", "evaluations_per_s", "messages_per_s"):
+                "packets_per_s", "evaluations_per_s", "messages_per_s", "received_per_s",
+                "spectra_per_s", "lag_sets_per_s"):
         if info.get(key):
             return float(info[key])
-    n = info.get("items") or info.get("measurements")
+    n = info.get("items") or info.get("measurements") or info.get("frames") or \
+        info.get("packets")
     if n and b["stats"].get("min"):
         return float(n) / b["stats"]["min"]
     return None
@@ -92,8 +94,8 @@ def plots(data: dict[str, Any]) -> list[Path]:
         ax1.set_xlabel("offered measurements/s")
         ax1.set_ylabel("delivered/s")
         ax2 = ax1.twinx()
-        ax2.semilogx(offered, [b["extra_info"].get("p99_us", 0) for b in sweep], "s--",
-                     color="#b7791f", label="p99 latency (us)")
+        ax2.loglog(offered, [b["extra_info"].get("p99_us", 1) for b in sweep], "s--",
+                   color="#b7791f", label="p99 latency (us)")
         ax2.set_ylabel("p99 latency (us)")
         ax1.set_title("Synthetic scalar stream: device -> queue -> broker -> endpoint")
         fig.tight_layout()
@@ -106,10 +108,21 @@ def plots(data: dict[str, Any]) -> list[Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("json", type=Path)
+    ap.add_argument("json", type=Path, nargs="+",
+                    help="pytest-benchmark JSON files; a later file's run of a benchmark "
+                    "replaces an earlier one's (re-runs of a few benchmarks)")
     ap.add_argument("--readme", type=Path)
+    ap.add_argument("--merged", type=Path, help="also write the merged JSON here (e.g. to "
+                    "store it as benchmarks/results/baseline.json)")
     args = ap.parse_args()
-    data = json.loads(args.json.read_text())
+    data = json.loads(args.json[0].read_text())
+    for extra in args.json[1:]:
+        more = json.loads(extra.read_text())["benchmarks"]
+        names = {b["fullname"] for b in more}
+        data["benchmarks"] = [b for b in data["benchmarks"] if b["fullname"] not in names] + more
+    if args.merged:
+        args.merged.write_text(json.dumps(data, indent=1))
+        print(f"wrote {args.merged}")
     md = table(data)
     for path in plots(data):
         print(f"wrote {path}")
