@@ -31,6 +31,7 @@ from radlogger.device import Device
 from radlogger.measurement import Measurement, now_ns
 from radlogger.mqtt import (
     CONNECTION_OPTIONS,
+    close_client,
     connack_error,
     default_client_id,
     from_mqtt_topic,
@@ -117,19 +118,9 @@ class MQTTDevice(Device):
 
     def close(self) -> None:
         client, self.client = self.client, None
-        self._connected = False
-        if client is None:
-            return
-        try:
-            client.disconnect()
-        except (OSError, ValueError):
-            pass
-        sock = client.socket()
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        connected, self._connected = self._connected, False
+        if client is not None:
+            close_client(client, connected)
 
     # ---------------------------------------------------------------- paho callbacks
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["SimulatorHost"]
+__all__ = ["SimulatorHost", "SimulatorOwner"]
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +73,17 @@ class SimulatorHost(Generic[T]):
                 log.exception("device %s: stopping the simulator failed", self._owner.name)
             else:
                 log.debug("device %s: simulator stopped", self._owner.name)
+
+
+class SimulatorOwner:
+    """Mixin for drivers with ``simulate = yes``: their simulator (``self.sim``, a
+    :class:`SimulatorHost` or None) is released when the device stops, also when the device
+    thread had already ended (finished, failed) and so never reached ``close()`` stopping."""
+
+    sim: SimulatorHost[Any] | None = None
+
+    def stop(self, timeout: float | None = None) -> bool:
+        stopped = bool(super().stop(timeout))  # type: ignore[misc]
+        if self.sim is not None:
+            self.sim.release()
+        return stopped

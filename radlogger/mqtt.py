@@ -33,7 +33,7 @@ import paho.mqtt.client as paho
 from .backoff import Backoff
 from .options import Option
 
-__all__ = ["CONNECTION_OPTIONS", "MQTTConfigError", "make_client", "to_mqtt_topic",
+__all__ = ["CONNECTION_OPTIONS", "MQTTConfigError", "close_client", "make_client", "to_mqtt_topic",
            "from_mqtt_topic", "MQTTLink", "default_client_id", "connack_error", "service"]
 
 log = logging.getLogger(__name__)
@@ -311,18 +311,23 @@ class MQTTLink:
         return self._stop.wait(self.backoff.next_delay())
 
     def _shutdown(self) -> None:
-        client = self.client
-        try:
-            if self.connected:
-                client.disconnect()
-                client.loop_write()
-        except (OSError, ValueError):
-            pass
-        sock = client.socket()
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        close_client(self.client, self.connected)
         self.connected = False
         self.state = "stopped"
+
+
+def close_client(client: Any, connected: bool) -> None:
+    """Say goodbye to the broker if connected, then close the socket whatever state paho is in
+    (paho leaves it open after some errors, and we drive its loop ourselves)."""
+    try:
+        if connected:
+            client.disconnect()
+            client.loop_write()
+    except (OSError, ValueError):
+        pass
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass

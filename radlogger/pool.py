@@ -33,7 +33,7 @@ from .backoff import Backoff
 from .endpoint import Endpoint, EndpointState
 from .measurement import Measurement
 from .options import Option
-from .poolproc import ProcessWorker, load_endpoint_class
+from .poolproc import Collector, ProcessWorker, load_endpoint_class
 
 __all__ = ["EndpointPool", "ThreadWorker"]
 
@@ -42,29 +42,18 @@ log = logging.getLogger(__name__)
 _Result = tuple[list[Measurement], int, str | None, str | None]  # outputs, failed, error, crash
 
 
-class _Collector:
-    """The outlet of a thread worker's endpoint: collects what it publishes per work item."""
-
-    def __init__(self) -> None:
-        self.items: list[Measurement] = []
-
-    def push(self, m: Measurement) -> bool:
-        self.items.append(m)
-        return True
-
-
 class ThreadWorker:
     """A worker thread with its own endpoint instance."""
 
     mode = "thread"
 
-    def __init__(self, index: int, name: str, factory: Callable[[_Collector], Endpoint],
+    def __init__(self, index: int, name: str, factory: Callable[[Collector], Endpoint],
                  post: Callable[..., None]) -> None:
         self.index = index
         self.name = name
         self._factory = factory
         self._post = post
-        self._collector = _Collector()
+        self._collector = Collector()
         self.inner: Endpoint | None = None
         self._work: deque[tuple[int, list[Measurement]] | None] = deque()
         self._cv = threading.Condition(threading.Lock())
@@ -203,7 +192,7 @@ class EndpointPool(Endpoint):
         self._last_crash_log = 0.0
 
     # ---------------------------------------------------------------- workers
-    def _make_inner(self, collector: _Collector) -> Endpoint:
+    def _make_inner(self, collector: Collector) -> Endpoint:
         inner = self.inner_class(self.name, self.inner_options)
         inner.bind(collector, self.has_subscribers, None)
         inner.open()

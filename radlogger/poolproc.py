@@ -265,8 +265,9 @@ class ProcessWorker:
 
 
 # ---------------------------------------------------------------------------- child side
-class _Collector:
-    """The outlet of the endpoint inside a worker: collects what it publishes per chunk."""
+class Collector:
+    """The outlet of a pooled endpoint (thread worker, or inside a worker process): collects
+    what it publishes per work item, so results can be put back in input order."""
 
     def __init__(self) -> None:
         self.items: list[Measurement] = []
@@ -279,7 +280,7 @@ class _Collector:
 def _child(fd: int, spec: str, name: str, options: dict[str, Any], index: int) -> int:
     sock = socket.socket(fileno=fd)
     f = sock.makefile("rb")
-    collector = _Collector()
+    collector = Collector()
     routes: dict[str, bool] = {}
     asked: set[str] = set()
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import serial
 
-from devices.simhost import SimulatorHost
+from devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.device import Device, DeviceDone
 from radlogger.options import Option, OptionError
 
@@ -72,7 +72,7 @@ class _ResultTimeout(TimeoutError):
     pass
 
 
-class PicoDevice(Device):
+class PicoDevice(SimulatorOwner, Device):
     kind = "pico"
     summary = "pico2-ice board: uploads FPGA bitstreams, publishes pulse counts or variance fitness"
     quantities = ("pulses", "variance", "failure")
@@ -176,13 +176,6 @@ class PicoDevice(Device):
                  board.pts)
         return board.start()
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop the driver thread, then its simulated board (one that finished or failed
-        earlier did not stop it in ``close``)."""
-        stopped = super().stop(timeout)
-        if self.sim is not None:
-            self.sim.release()
-        return stopped
 
     # ---------------------------------------------------------------- discovery
     @classmethod

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.simhost import SimulatorHost
+from devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.device import Device
 from radlogger.options import Option, OptionError
 
@@ -112,7 +112,7 @@ class LagSetDevice(Device):
                 "bad_frames": dict(self.bad_frames), **self.assembler.stats()}
 
 
-class WidarDevice(LagSetDevice):
+class WidarDevice(SimulatorOwner, LagSetDevice):
     kind = "widar"
     summary = "WIDAR correlator lag frames over UDP, assembled into lag sets"
     options = LagSetDevice.options + (
@@ -168,12 +168,6 @@ class WidarDevice(LagSetDevice):
                  self.name, len(sim.products), host, self.bound_port, s.sim_rate)
         return sender
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop the driver thread, then the simulated sender (if any)."""
-        stopped = super().stop(timeout)
-        if self.sim is not None:
-            self.sim.release()
-        return stopped
 
     def open(self) -> None:
         s = self.settings

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.simhost import SimulatorHost
+from devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.device import Device
 from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option, OptionError
@@ -55,7 +55,7 @@ _FLAG_MASKS = [(name, (1 << e) | (1 << i)) for name, (e, i) in TRAILER_BITS.item
 _SIM_HOST = "127.0.0.1"
 
 
-class WSA4000Device(Device):
+class WSA4000Device(SimulatorOwner, Device):
     kind = "wsa4000"
     summary = "ThinkRF WSA4000 spectrum analyzer: I/Q packets over SCPI + VITA-49 (TCP)"
     quantities = ("iq",)
@@ -163,13 +163,6 @@ class WSA4000Device(Device):
         sim.start()
         return sim
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop the driver thread, then the simulator it owns (one that finished or failed
-        earlier did not stop it in ``close``)."""
-        stopped = super().stop(timeout)
-        if self.sim is not None:
-            self.sim.release()
-        return stopped
 
     # ---------------------------------------------------------------- connection
     def open(self) -> None:
