@@ -25,7 +25,7 @@ from typing import Any
 
 from .measurement import Measurement
 from .options import Configurable, Option
-from .queue import DropReason
+from .queue import DropReason, yield_gil
 
 __all__ = ["Endpoint", "EndpointState"]
 
@@ -165,6 +165,7 @@ class Endpoint(Configurable):
                 if room > 0:
                     inbox.extend(batch[:room])
                 stats.drop(DropReason.INBOX_FULL, n - max(room, 0))
+            overflowed = n > room
             depth = len(inbox)
             if depth > stats.inbox_high_water:
                 stats.inbox_high_water = depth
@@ -173,6 +174,8 @@ class Endpoint(Configurable):
             elif self._executor is not None and not self._scheduled and depth:
                 self._scheduled = True
                 self._executor.submit(self._pool_task)
+        if overflowed:
+            yield_gil()  # let the endpoint's worker take the GIL and catch up
 
     # ---------------------------------------------------------------- worker side
     def start(self) -> None:

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Generic, TypeVar
 
-__all__ = ["Overflow", "LocklessQueue", "DropReason"]
+__all__ = ["Overflow", "LocklessQueue", "DropReason", "yield_gil"]
 
 T = TypeVar("T")
 
@@ -59,6 +60,17 @@ class DropReason(str, enum.Enum):
 
 def _ignore_drop(item: object, reason: DropReason) -> None:
     return None
+
+
+def yield_gil() -> None:
+    """After a drop on a full queue or inbox: let the consumer run.
+
+    A producer that outruns its consumer otherwise keeps the interpreter and starves the very
+    thread that makes room.  Measured (bench_sweep saturation, drop_newest): 0.16-0.43 M/s
+    delivered with most measurements dropped at the queue, against 1.25 M/s and almost no
+    queue drops when the producer yields.  Costs a few microseconds, only on the full path.
+    """
+    time.sleep(0)
 
 
 class LocklessQueue(Generic[T]):
@@ -138,6 +150,7 @@ class LocklessQueue(Generic[T]):
                 pass
             else:
                 self._drop(victim, DropReason.QUEUE_FULL)
+                yield_gil()
             dq.append(item)
             if self._sleeping:
                 self._wake()
@@ -157,6 +170,7 @@ class LocklessQueue(Generic[T]):
                     self._wake()
                 return True
         self._drop(item, DropReason.QUEUE_FULL)
+        yield_gil()
         return False
 
     def _drop(self, item: T, reason: DropReason) -> None:
