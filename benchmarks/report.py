@@ -27,7 +27,7 @@ def _fmt(v: Any) -> str:
             return f"{v / 1e6:.2f} M"
         if v >= 1e4:
             return f"{v / 1e3:.0f} k"
-        return f"{v:.3g}"
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
     return str(v)
 
 

@@ -102,12 +102,18 @@ class EndpointStats(_Drops):
 def format_summary(snapshot: dict[str, Any]) -> str:
     """One line for the periodic and final stats log."""
     parts = [f"queue {snapshot['queue']['depth']}/{snapshot['queue']['capacity']}"]
-    for d in snapshot["producers"].values():
-        if not d["produced"] and d["name"] in snapshot["endpoints"]:
-            continue  # an endpoint that publishes nothing is not worth a column
+    producers = snapshot["producers"]
+    endpoints = snapshot["endpoints"]
+    for d in producers.values():
+        if d["name"] in endpoints:
+            continue  # a processing endpoint's output is shown with the endpoint
         parts.append(f"{d['name']}[{d['state']}] prod={d['produced']} pub={d['published']} "
                      f"drop={d['dropped']} err={d['errors']}")
-    for e in snapshot["endpoints"].values():
-        parts.append(f"{e['name']}[{e['state']}] recv={e['received']} ok={e['handled']} "
-                     f"drop={e['dropped']} err={e['errors']} inbox={e['inbox_depth']}")
+    for e in endpoints.values():
+        part = (f"{e['name']}[{e['state']}] recv={e['received']} ok={e['handled']} "
+                f"drop={e['dropped']} err={e['errors']} inbox={e['inbox_depth']}")
+        out = producers.get(e["name"])
+        if out is not None and out["produced"]:
+            part += f" out={out['published']} outdrop={out['dropped']}"
+        parts.append(part)
     return "; ".join(parts)
