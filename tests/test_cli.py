@@ -144,14 +144,14 @@ def test_check_prints_the_graph_and_warnings(tmp_path: Path) -> None:
 
 
 def test_example_configuration_checks_clean() -> None:
-    result = run_cli("check", "-c", str(ROOT / "etc" / "radloggerd.ini"))
+    result = run_cli("check", "-c", str(ROOT / "etc" / "radlogger" / "radloggerd.ini"))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    unit = (ROOT / "etc" / "radloggerd.service").read_text()
+    unit = (ROOT / "etc" / "systemd" / "radloggerd.service").read_text()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "KillSignal=SIGTERM" in unit
     stop = int(re.search(r"^TimeoutStopSec=(\d+)", unit, re.M).group(1))
     deadline = float(re.search(r"^shutdown_deadline = (\S+)",
-                               (ROOT / "etc" / "radloggerd.ini").read_text(), re.M).group(1))
+                               (ROOT / "etc" / "radlogger" / "radloggerd.ini").read_text(), re.M).group(1))
     assert stop > deadline
 
 
