@@ -150,7 +150,7 @@ class MQTTDevice(Device):
     def _measurement(self, msg: paho.MQTTMessage) -> Measurement | None:
         if self.settings.payload == "value":
             topic = f"{self.name}.{from_mqtt_topic(self.settings.topic_prefix, msg.topic)}"
-            return Measurement(self.name, topic, _plain_value(msg.payload), now_ns())
+            return Measurement(self.name, topic, _plain_value(bytes(msg.payload)), now_ns())
         m = decode(msg.payload)
         if self.dedupe is not None and self.dedupe.seen(m):
             return None

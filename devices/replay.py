@@ -33,7 +33,10 @@ __all__ = ["ReplayDevice"]
 
 class ReplayDevice(Device):
     kind = "replay"
-    finite = True  # ends with the file: run --once waits for it
+
+    @property
+    def finite(self) -> bool:
+        return True  # ends with the file: run --once waits for it
     summary = "plays a recorded store (csv, jsonl, sqlite, hdf5) back into the pipeline"
     options = (
         Option("path", str, None, "the store to play: a file, the path of a rotating store "

@@ -47,7 +47,7 @@ class SyntheticDevice(Device):
         self._rng = np.random.default_rng(s.seed)
         self._t0 = 0.0
 
-    @property  # type: ignore[override]
+    @property
     def finite(self) -> bool:
         return bool(self.settings.count)
 

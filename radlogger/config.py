@@ -160,9 +160,9 @@ def _read_file(path: Path) -> list[_Section]:
                           str(exc.section), str(exc.option), exc.lineno) from None
     except configparser.ParsingError as exc:
         lineno, bad = exc.errors[0]  # configparser gives repr(line)
-        lines = text.splitlines()
-        bad = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else bad
-        headers = [m.group(1).strip() for ln in lines[:lineno - 1]
+        text_lines = text.splitlines()
+        bad = text_lines[lineno - 1].strip() if 0 < lineno <= len(text_lines) else bad
+        headers = [m.group(1).strip() for ln in text_lines[:lineno - 1]
                    if (m := _SECTION_LINE.match(ln))]
         raise ConfigError(f"cannot parse {bad!r}: expected 'key = value', a [section] or a "
                           "# comment", file, headers[-1] if headers else None,
@@ -370,9 +370,9 @@ def _plugin_section(role: str, name: str, s: _Section) -> PluginSection:
         raise ConfigError(problem, s.file, head, exc.key, line) from None
     if role == "endpoint":
         for pattern in settings.subscribe:
-            problem = validate_pattern(pattern)
-            if problem:
-                raise ConfigError(f"subscribe: {problem}", s.file, head, "subscribe",
+            bad = validate_pattern(pattern)
+            if bad:
+                raise ConfigError(f"subscribe: {bad}", s.file, head, "subscribe",
                                   s.lines.get("subscribe"))
     try:
         instance = cls(name, raw)

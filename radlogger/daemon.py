@@ -311,7 +311,7 @@ class Daemon:
             log.error("cannot write stats to %s: %s", self.stats_json, exc.strerror)
 
     # ------------------------------------------------------------------ signals
-    def _install_signals(self) -> tuple[int, dict[int, Any]]:
+    def _install_signals(self) -> tuple[int, dict[Any, Any]]:
         def ignore(signum: int, frame: Any) -> None:
             """The byte already reached the wake-up socket; the main loop acts on it."""
 

@@ -92,9 +92,6 @@ class Device(Configurable):
 
     #: quantities this driver publishes; topics are ``<name>.<quantity>``
     quantities: tuple[str, ...] = ()
-    #: True when the source can end by itself (raises DeviceDone): replays, counted runs.
-    #: ``radloggerd run --once`` waits for the finite devices and ignores the others.
-    finite: bool = False
 
     base_options = (
         Option("backoff_initial", float, 0.5, "first reconnect delay in seconds", min=0),
@@ -130,6 +127,12 @@ class Device(Configurable):
 
     def interrupt(self) -> None:
         """Unblock a ``poll`` that is waiting on I/O (called from another thread at stop)."""
+
+    @property
+    def finite(self) -> bool:
+        """True when the source can end by itself (raises DeviceDone): replays, counted runs.
+        ``radloggerd run --once`` waits for the finite devices and ignores the others."""
+        return False
 
     def topics(self) -> list[str]:
         """Topics this device publishes (for ``check``/``graph`` and subscription warnings)."""

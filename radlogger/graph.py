@@ -86,7 +86,7 @@ def _endpoint_label(e: Any) -> str:
 def build_graph(pipeline: Any, status: Any = None) -> Graph:
     """The graph of ``pipeline``; ``status`` (a :class:`PipelineStatus`) adds states."""
     g = Graph()
-    states: dict[str, Any] = {}
+    states: dict[tuple[str, str], Any] = {}
     if status is not None:
         states = {(c.role, c.name): c for c in status.components}
 

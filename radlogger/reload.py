@@ -61,10 +61,10 @@ class Reconfigurer:
         leaving = []
         with pipeline.broker.paused():
             for key in gone:
-                spec = self.running.get(key)
-                if spec is None or spec.role != "endpoint":
+                leaving_spec = self.running.get(key)
+                if leaving_spec is None or leaving_spec.role != "endpoint":
                     continue
-                endpoint = pipeline.endpoints.pop(spec.name)
+                endpoint = pipeline.endpoints.pop(leaving_spec.name)
                 pipeline.broker.unsubscribe_owner(endpoint)
                 del self.running[key]
                 if key in changed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from . import plugins
 from .config import DAEMON_OPTIONS, DAEMON_SECTION, ENV_PREFIX
@@ -23,7 +24,7 @@ __all__ = ["PluginInfo", "catalog", "sample_ini", "plugin_listing"]
 class PluginInfo:
     role: str  # "device" | "endpoint"
     name: str
-    cls: type | None
+    cls: Any  # the plugin class, or None when it cannot be loaded
     error: str = ""
 
     @property

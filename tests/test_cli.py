@@ -150,8 +150,8 @@ def test_example_configuration_checks_clean() -> None:
     unit = (ROOT / "etc" / "systemd" / "radloggerd.service").read_text()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "KillSignal=SIGTERM" in unit
     stop = int(re.search(r"^TimeoutStopSec=(\d+)", unit, re.M).group(1))
-    deadline = float(re.search(r"^shutdown_deadline = (\S+)",
-                               (ROOT / "etc" / "radlogger" / "radloggerd.ini").read_text(), re.M).group(1))
+    ini = (ROOT / "etc" / "radlogger" / "radloggerd.ini").read_text()
+    deadline = float(re.search(r"^shutdown_deadline = (\S+)", ini, re.M).group(1))
     assert stop > deadline
 
 

@@ -112,7 +112,7 @@ class PicoDevice(SimulatorOwner, Device):
     #: pyusb backend for ``serial`` lookups (None: libusb); tests put a simulated one here
     usb_backend: Any = None
 
-    @property  # type: ignore[override]
+    @property
     def finite(self) -> bool:
         """Bitstreams (files or generated) with ``repeat`` passes end; the farm's queue does
         not."""

@@ -88,7 +88,7 @@ class WidarReplayDevice(LagSetDevice):
                " lag sets are counted as late)"),
     )
 
-    @property  # type: ignore[override]
+    @property
     def finite(self) -> bool:
         return not self.settings.loop
 
