@@ -208,3 +208,22 @@ def test_a_hung_pipeline_is_killed_and_restarted(pipeline: Pipeline) -> None:
     pipeline.outlet("w").push(_lagset(1, 64, 3))
     wait_for(lambda: len(got.items) == 1, message="works after the restart")
     assert pipeline.stop(10.0) and pipeline.balanced()
+
+
+def test_stop_flushes_partial_integrations_out_of_the_process(pipeline: Pipeline) -> None:
+    """A partial integration inside the child is published at stop, not discarded."""
+    iso = pipeline.add_endpoint(IsolatedEndpoint(
+        "iso", stages=["lag_normalize", "lag_fft", "integrate"],
+        stage_options=["integrate.count=1000"], heartbeat=0.05), subscribe=["w.lagset"])
+    integrated = pipeline.add_endpoint(Collector("int"), subscribe=["w.spectrum_int"])
+    pipeline.start()
+    assert isinstance(iso, IsolatedEndpoint) and iso.process is not None
+    out = pipeline.outlet("w")
+    for i in range(12):
+        out.push(_lagset(i, 64, 5))
+    wait_for(lambda: iso.process.child_stats.get("done") == 12, message="child processed all")
+    assert integrated.items == []
+    assert pipeline.stop(10.0) and pipeline.balanced()
+    assert len(integrated.items) == 1
+    assert integrated.items[0].meta["integrated"] == 12
+    assert integrated.items[0].meta["closed_by"] == "flush"

@@ -13,7 +13,8 @@ frames) and ``closed_by`` (count, time, flush).
 Control: a measurement on a topic ending in ``.control`` with value ``flush`` publishes every
 partial integration; ``reset`` discards them.  At stop the pipeline flushes processing
 endpoints while its queue is still open, so partial integrations are published then
-(``closed_by = flush``); only what is left after that (a missed deadline) is counted in
+(``closed_by = flush``), also from an ``isolated`` pipeline process (its endpoint waits for the
+flushed results to come back); only what is left after that (a missed deadline) is counted in
 ``partial_discarded``.
 
 Batched: each product's inputs in a batch are stacked and summed with one numpy reduction per

@@ -173,6 +173,12 @@ class IsolatedEndpoint(Endpoint):
         proc = self.process
         return super().idle and (proc is None or proc.in_flight == 0)
 
+    def flush(self) -> None:
+        """Ask the pipeline process to flush its stages (partial integrations) and wait for
+        the results to come back, so that at stop they travel on while the queue is open."""
+        if self.process is not None:
+            self.process.control_and_wait("flush", timeout=self.settings.stop_timeout)
+
     def control(self, name: str | int, arg: int = 0) -> bool:
         """Send a control event (flush, reset, mark, or a code >= 100) to this process."""
         return self.process.control(name, arg) if self.process is not None else False

@@ -231,8 +231,8 @@ class ChildPipeline:
         """Apply a control event; False when it is ``stop``."""
         self.controls += 1
         name = messages.control_name(code)
-        self.say("ctl", f"{name} {arg}")
         if name == "stop":
+            self.say("ctl", f"{name} {arg}")
             return False
         for i, stage in enumerate(self.stages):
             hook = getattr(stage, "on_control", None)
@@ -247,6 +247,9 @@ class ChildPipeline:
             if out:
                 self._forward(out, i == len(self.stages) - 1)
                 self.run_chain(out, i + 1)
+        # acknowledged after the results it caused were sent: the parent, on the ack, finds
+        # them already queued on its result socket (a flush at stop relies on this)
+        self.say("ctl", f"{name} {arg}")
         return True
 
     # ---------------------------------------------------------------- main loop

@@ -103,6 +103,7 @@ class PipelineProcess:
         self.returned = 0
         self.return_errors = 0
         self.control_acks = 0
+        self._acked = threading.Condition()
         self.messages: deque[str] = deque(maxlen=200)
         self.child_stats: dict[str, int] = {}
         self.last_error = ""
@@ -295,6 +296,16 @@ class PipelineProcess:
                              f"{', '.join(messages.CONTROL_CODES)} or a number >= 100")
         return self.feeder.control(int(code), arg, wait=1.0)
 
+    def control_and_wait(self, name: str | int, arg: int = 0, timeout: float = 5.0) -> bool:
+        """Send a control event and wait until the child acknowledged it, i.e. until what it
+        published in response has been handed to ``publish``.  False on timeout or failure."""
+        with self._acked:
+            before = self.control_acks
+        if self.state != "running" or not self.control(name, arg):
+            return False
+        with self._acked:
+            return self._acked.wait_for(lambda: self.control_acks > before, timeout)
+
     # ---------------------------------------------------------------- supervision
     def _supervise(self) -> None:
         tick = min(0.05, self.heartbeat / 2)
@@ -392,7 +403,10 @@ class PipelineProcess:
             self._child_error = body
             log.error("pipeline %s: %s", self.name, body)
         elif kind == "ctl":
-            self.control_acks += 1
+            self._drain_ret()  # results sent before the ack are queued there: publish first
+            with self._acked:
+                self.control_acks += 1
+                self._acked.notify_all()
         elif kind != "hello":
             self.messages.append(f"{kind} {body}")
 
