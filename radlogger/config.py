@@ -20,7 +20,6 @@ its declared topics feed the dataflow graph, from which unmatched subscriptions 
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 from collections.abc import Mapping
@@ -32,12 +31,12 @@ from . import plugins
 from .broker import is_glob, pattern_matches, validate_pattern
 from .control import CONTROL_OPTIONS
 from .graph import Graph, build_graph
+from .inifile import DAEMON_SECTION, ConfigError, Section, include_files, read_file
 from .options import Option, OptionError, Settings, closest, resolve_options
 
-__all__ = ["ConfigError", "Config", "PluginSection", "DAEMON_OPTIONS", "RESTART_ONLY",
-           "ENV_PREFIX", "load_config", "default_config_path"]
+__all__ = ["ConfigError", "Config", "PluginSection", "DAEMON_OPTIONS", "DAEMON_SECTION",
+           "RESTART_ONLY", "ENV_PREFIX", "load_config", "default_config_path"]
 
-DAEMON_SECTION = "radlogger"
 ENV_PREFIX = "RADLOGGER_"
 ENV_RESERVED = {"RADLOGGER_CONFIG"}  # read by the command line, not a daemon option
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -71,125 +70,11 @@ RESTART_ONLY = ("queue_size", "queue_policy", "block_timeout", "batch_max", "poo
 
 _ROLES = {"device": ("driver", plugins.DEVICE_GROUP), "endpoint": ("type", plugins.ENDPOINT_GROUP)}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-_SECTION_LINE = re.compile(r"^\s*\[([^\]]*)\]")
-_KEY_LINE = re.compile(r"^([^\s#;=:\[][^=:]*?)\s*[=:]")
-
-
-class ConfigError(Exception):
-    """A configuration mistake: one line naming file, line, section, key and the fix."""
-
-    def __init__(self, problem: str, file: str | None = None, section: str | None = None,
-                 key: str | None = None, line: int | None = None) -> None:
-        self.problem = problem
-        self.file = file
-        self.section = section
-        self.key = key
-        self.line = line
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = ""
-        if self.file:
-            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
-        section = f"[{self.section}] " if self.section else ""
-        return f"{where}{section}{self.problem}"
 
 
 def default_config_path() -> Path:
     """The packaged configuration ``radloggerd run`` uses without ``-c``."""
     return Path(__file__).with_name("default.ini")
-
-
-# ------------------------------------------------------------------------------ reading files
-@dataclass
-class _Section:
-    """One section as read from one file, with the line of every key for messages."""
-
-    name: str
-    file: str
-    line: int
-    items: dict[str, str]
-    lines: dict[str, int]
-
-
-def _line_numbers(text: str) -> dict[tuple[str, str | None], int]:
-    """(section, key) -> line number; configparser does not keep them."""
-    out: dict[tuple[str, str | None], int] = {}
-    section = ""
-    for number, line in enumerate(text.splitlines(), 1):
-        m = _SECTION_LINE.match(line)
-        if m:
-            section = m.group(1).strip()
-            out.setdefault((section, None), number)
-            continue
-        m = _KEY_LINE.match(line)
-        if m and section:
-            out.setdefault((section, m.group(1).strip().lower()), number)
-    return out
-
-
-def _read_file(path: Path) -> list[_Section]:
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found; pass an existing configuration file (radloggerd "
-                          "config sample > radloggerd.ini writes one)", file) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory; pass an INI file", file) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}; check the path and permissions",
-                          file) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
-                          "UTF-8", file) from None
-    parser = configparser.ConfigParser(interpolation=None, strict=True,
-                                       inline_comment_prefixes=("#", ";"),
-                                       default_section="\0no-defaults")
-    try:
-        parser.read_string(text, source=file)
-    except configparser.MissingSectionHeaderError as exc:
-        raise ConfigError(f"{exc.line.strip()!r} comes before any section; start with "
-                          "[radlogger], [device:NAME] or [endpoint:NAME]", file,
-                          line=exc.lineno) from None
-    except configparser.DuplicateSectionError as exc:
-        raise ConfigError("appears twice in this file; merge the two or rename one", file,
-                          str(exc.section), line=exc.lineno) from None
-    except configparser.DuplicateOptionError as exc:
-        raise ConfigError(f"key '{exc.option}' is set twice; keep one", file,
-                          str(exc.section), str(exc.option), exc.lineno) from None
-    except configparser.ParsingError as exc:
-        lineno, bad = exc.errors[0]  # configparser gives repr(line)
-        text_lines = text.splitlines()
-        bad = text_lines[lineno - 1].strip() if 0 < lineno <= len(text_lines) else bad
-        headers = [m.group(1).strip() for ln in text_lines[:lineno - 1]
-                   if (m := _SECTION_LINE.match(ln))]
-        raise ConfigError(f"cannot parse {bad!r}: expected 'key = value', a [section] or a "
-                          "# comment", file, headers[-1] if headers else None,
-                          line=lineno) from None
-    lines = _line_numbers(text)
-    return [_Section(name, file, lines.get((name.strip(), None), 0), dict(parser[name]),
-                     {k: lines.get((name.strip(), k), 0) for k in parser[name]})
-            for name in parser.sections()]
-
-
-def _include_files(main: Path, sections: list[_Section]) -> tuple[list[Path], list[str]]:
-    """The drop-in files in name order, and a warning if a configured directory is missing
-    (not an error: an empty /etc/radlogger/conf.d is often simply not created)."""
-    daemon = next((s for s in sections if s.name.strip() == DAEMON_SECTION), None)
-    explicit = daemon is not None and "include" in daemon.items
-    value = daemon.items["include"].strip() if daemon is not None and explicit else "conf.d"
-    if not value:
-        return [], []
-    directory = Path(value) if Path(value).is_absolute() else main.parent / value
-    if not directory.is_dir():
-        if explicit and daemon is not None:
-            line = daemon.lines.get("include")
-            return [], [f"{main}:{line}: [{DAEMON_SECTION}] include = {value}: directory "
-                        f"{directory} does not exist, no drop-ins read; create it or leave "
-                        "include empty"]
-        return [], []
-    return sorted(directory.glob("*.ini"), key=lambda p: p.name), []
 
 
 # ------------------------------------------------------------------------------ the result
@@ -253,12 +138,12 @@ def load_config(path: str | os.PathLike[str] | None = None,
     """Read, merge, validate; raise :class:`ConfigError` on the first mistake."""
     main = Path(path) if path is not None else default_config_path()
     env = os.environ if env is None else env
-    main_sections = _read_file(main)
+    main_sections = read_file(main)
     files = [main]
     sections = list(main_sections)
-    extras, include_warnings = _include_files(main, main_sections)
+    extras, include_warnings = include_files(main, main_sections)
     for extra in extras:
-        extra_sections = _read_file(extra)
+        extra_sections = read_file(extra)
         for s in extra_sections:
             if s.name.strip() == DAEMON_SECTION and "include" in s.items:
                 raise ConfigError("include is only read from the main file; remove it here",
@@ -268,8 +153,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
 
     daemon_raw: dict[str, str] = {}
     daemon_where: dict[str, tuple[str, int | None]] = {}
-    roles: dict[str, list[tuple[str, _Section]]] = {"device": [], "endpoint": []}
-    seen: dict[str, _Section] = {}  # plugin name -> where it was defined
+    roles: dict[str, list[tuple[str, Section]]] = {"device": [], "endpoint": []}
+    seen: dict[str, Section] = {}  # plugin name -> where it was defined
     for s in sections:
         head = s.name.strip()
         if head == DAEMON_SECTION:
@@ -332,7 +217,7 @@ def _resolve_daemon(raw: dict[str, str], where: dict[str, tuple[str, int | None]
         raise ConfigError(str(exc), file, DAEMON_SECTION, exc.key, line) from None
 
 
-def _plugin_section(role: str, name: str, s: _Section) -> PluginSection:
+def _plugin_section(role: str, name: str, s: Section) -> PluginSection:
     kind_key, group = _ROLES[role]
     head = s.name.strip()
     raw = dict(s.items)
