@@ -191,6 +191,14 @@ class Device(Configurable):
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the driver thread to end by itself (a finite source that raised
+        DeviceDone, or one that gave up); True if it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

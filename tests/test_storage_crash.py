@@ -51,9 +51,8 @@ WRITER = textwrap.dedent("""
     for s in stores:
         p.add_endpoint(s, subscribe=["syn"])
     p.start()
-    deadline = time.monotonic() + 30
-    while any(s.stats.handled < produced for s in stores) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    assert dev.join(30) and p.wait_quiescent(time.monotonic() + 30)
+    assert all(s.stats.handled == produced for s in stores)
     print("FLUSHED", *[s.flushes for s in stores], flush=True)
     sys.stdin.read()  # wait to be killed
 """)
