@@ -39,7 +39,8 @@ __all__ = ["Broker", "pattern_matches", "is_glob", "validate_pattern", "TOPIC_RE
 
 log = logging.getLogger(__name__)
 
-TOPIC_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
+# PyPubSub refuses name parts that start with '_' (and the name ALL_TOPICS)
+TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*$")
 _GLOB_CHARS = set("*?[")
 _topic_of = attrgetter("topic")
 _source_of = attrgetter("source")
@@ -70,11 +71,12 @@ class Broker:
     """Queue consumer and PyPubSub publisher."""
 
     def __init__(self, queue: LocklessQueue[Measurement], batch_max: int = 8192,
-                 count_published: Callable[[str, int, bool], None] | None = None) -> None:
+                 count_published: Callable[..., None] | None = None) -> None:
         self.queue = queue
         self.batch_max = batch_max
         self.publisher = Publisher()
-        self._count_published = count_published or (lambda source, n, routed: None)
+        # count(source, n, routed): n published; count(source, -n, False[, reason]): n dropped
+        self._count_published = count_published or (lambda *args: None)
         self._patterns: list[tuple[str, Any, Callable[..., None]]] = []  # pattern, owner, fn
         self._globs: list[tuple[str, Callable[..., None]]] = []
         self._known_topics: set[str] = set()
@@ -87,7 +89,9 @@ class Broker:
         self._gate = threading.Lock()  # held while a batch is published; see paused()
         self._thread: threading.Thread | None = None
         self._stop = False
+        self._abandon = False
         self.busy = False
+        self.publish_errors = 0
         self.batches = 0
         self.messages = 0
 
@@ -198,31 +202,45 @@ class Broker:
                     log.error("broker: %s from %s, %d measurements dropped", exc,
                               items[0].source, len(items))
                     for source, n in Counter(map(_source_of, items)).items():
-                        count(source, -n, False)
+                        count(source, -n, False, "invalid_topic")
                     continue
             routed = has(topic)
             if routed:
-                send(topic, batch=items)
+                try:
+                    send(topic, batch=items)
+                except Exception as exc:  # noqa: BLE001 - one topic must not sink the batch
+                    self.publish_errors += 1
+                    log.error("broker: publishing %d measurements on %s failed: %s: %s",
+                              len(items), topic, type(exc).__name__, exc)
+                    for source, n in Counter(map(_source_of, items)).items():
+                        count(source, -n, False, "publish_failed")
+                    continue
                 self.messages += 1
             for source, n in Counter(map(_source_of, items)).items():
                 count(source, n, routed)
         self.batches += 1
 
     def _run(self) -> None:
-        get = self.queue.get_batch
+        queue = self.queue
         batch_max = self.batch_max
         while True:
-            batch = get(batch_max, 0 if self._stop else None)
-            if batch:
-                self.busy = True
-                try:
+            queue.wait(0 if self._stop else None)
+            self.busy = True  # before items leave the queue: idle must never see neither
+            try:
+                batch = queue.drain(batch_max)
+                if self._abandon:
+                    # past the stop deadline: the broker stays the only consumer and counts
+                    # what it can no longer deliver
+                    for m in batch:
+                        self._count_published(m.source, -1, False, "shutdown")
+                elif batch:
                     with self._gate:
                         self.publish(batch)
-                except Exception:  # noqa: BLE001 - the broker must survive anything
-                    log.exception("broker: publishing a batch of %d failed", len(batch))
-                finally:
-                    self.busy = False
-            elif self._stop and not len(self.queue):
+            except Exception:  # noqa: BLE001 - the broker must survive anything
+                log.exception("broker: publishing a batch failed")
+            finally:
+                self.busy = False
+            if self._stop and not len(queue):
                 return
 
     @contextmanager
@@ -240,17 +258,31 @@ class Broker:
 
     def start(self) -> None:
         self._stop = False
+        self._abandon = False
         self._thread = threading.Thread(target=self._run, name="broker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Publish what is queued, then end the thread; True if it ended in time."""
+    def stop(self, timeout: float | None = None, grace: float = 5.0) -> bool:
+        """Publish what is queued, then end the thread; True if everything was published.
+
+        When ``timeout`` passes first, the broker abandons the rest: it drains the queue
+        itself, counting each measurement as dropped (``shutdown``), and ends; ``grace`` bounds
+        that wait.  Only the broker ever takes items out of the queue.
+        """
         self._stop = True
         self.queue.interrupt()
         if self._thread is None:
             return True
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if not self._thread.is_alive():
+            return True
+        self._abandon = True
+        self.queue.interrupt()
+        self._thread.join(grace)
+        if self._thread.is_alive():
+            log.error("broker: stuck in a publish past the deadline; %d measurements left in "
+                      "the queue", len(self.queue))
+        return False
 
     @property
     def idle(self) -> bool:

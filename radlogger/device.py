@@ -176,6 +176,7 @@ class Device(Configurable):
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
+        self.backoff.reset()  # a restarted device gets its full max_retries again
         self._thread = threading.Thread(target=self._run, name=f"device:{self.name}", daemon=True)
         self._thread.start()
 

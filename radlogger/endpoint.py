@@ -100,11 +100,15 @@ class Endpoint(Configurable):
         """Handle a batch; override for batched math.  If it raises, the whole batch
         (less items already reported through :meth:`item_failed`) counts as failed."""
         handle = self.handle
-        for m in batch:
+        for i, m in enumerate(batch):
             try:
                 handle(m)
             except Exception as exc:  # noqa: BLE001 - isolate one bad measurement
                 self.item_failed(m, exc)
+                if self._state is EndpointState.FAILED:  # on_error = fail: the rest too
+                    if len(batch) > i + 1:
+                        self.count_dropped(DropReason.ENDPOINT_FAILED, len(batch) - i - 1)
+                    return
 
     def flush(self) -> None:
         """Push buffered output to its destination (called at stop and by flush policies)."""
@@ -202,13 +206,14 @@ class Endpoint(Configurable):
         """Under the condition: everything available up to ``batch_max``."""
         inbox = self._inbox
         n = len(inbox)
-        if n <= self.batch_max:
+        take = n if n <= self.batch_max else self.batch_max
+        self._in_flight = take  # first: the pipeline's idle check must never see neither
+        if take == n:
             batch = list(inbox)
             inbox.clear()
         else:
             pop = inbox.popleft
-            batch = [pop() for _ in range(self.batch_max)]
-        self._in_flight = len(batch)
+            batch = [pop() for _ in range(take)]
         return batch
 
     def _thread_main(self) -> None:
@@ -223,6 +228,8 @@ class Endpoint(Configurable):
                     break  # stopping and drained
                 batch = self._take()
             self._process(batch)
+        if self._abandoned:
+            self._finish_late()
 
     def _pool_task(self) -> None:
         while True:
@@ -230,9 +237,20 @@ class Endpoint(Configurable):
                 if not self._inbox:
                     self._scheduled = False
                     self._cond.notify_all()  # wake a stop() waiting for the pool to go idle
-                    return
+                    late = self._abandoned
+                    break
                 batch = self._take()
             self._process(batch)
+        if late:
+            self._finish_late()
+
+    def _finish_late(self) -> None:
+        """The worker outlived a missed stop deadline: it flushes and closes itself."""
+        if self._state is not EndpointState.FAILED:
+            self._safe(self.flush, "flush")
+            self._safe(self.close, "close")
+        self._set_state(EndpointState.STOPPED)
+        log.warning("endpoint %s: finished its last batch after the stop deadline", self.name)
 
     def _process(self, batch: list[Measurement]) -> None:
         with self._work:
@@ -241,24 +259,26 @@ class Endpoint(Configurable):
     def _process_locked(self, batch: list[Measurement]) -> None:
         n = len(batch)
         if self._state is EndpointState.FAILED:
-            self.stats.drop(DropReason.ENDPOINT_FAILED, n)
-            self._in_flight = 0
+            self.count_dropped(DropReason.ENDPOINT_FAILED, n)
+            with self._cond:
+                self._in_flight = 0
             return
         self._batch_failures = 0
         try:
             self.handle_batch(batch)
         except Exception as exc:  # noqa: BLE001 - the endpoint's bug must not kill the worker
-            lost = n - self._batch_failures
-            self.stats.drop(DropReason.ENDPOINT_FAILED, lost)
+            self.count_dropped(DropReason.ENDPOINT_FAILED, n - self._batch_failures)
             self.stats.failed_batches += 1
-            self._batch_failures = n
             self._on_error(exc, f"batch of {n} on {batch[0].topic}" if batch else "batch")
         else:
             if self._batch_failures == 0:
                 self._consecutive_errors = 0
-        if not self._abandoned:  # else already counted as a shutdown drop
-            self.stats.handled += n - self._batch_failures
-        self._in_flight = 0
+        # under the lock: a stop() that misses its deadline writes off the rest of this batch
+        # atomically with respect to this accounting (exactly one of the two counts it)
+        with self._cond:
+            if not self._abandoned:
+                self.stats.handled += n - self._batch_failures
+            self._in_flight = 0
 
     def process_batch(self, batch: list[Measurement]) -> None:
         """Handle ``batch`` with the base's error isolation and accounting.
@@ -272,8 +292,11 @@ class Endpoint(Configurable):
         """From ``handle_batch``: ``n`` measurements of this batch were dropped for ``reason``
         without being an endpoint error (no error policy, no restart), e.g. a child process
         that could not take them.  They are not counted as handled."""
-        self._batch_failures += n
-        self.stats.drop(reason, n)
+        with self._cond:
+            if self._abandoned:
+                return  # the rest of this batch was written off at the stop deadline
+            self._batch_failures += n
+            self.stats.drop(reason, n)
 
     def count_lost(self, reason: str, n: int) -> None:
         """``n`` measurements counted as handled earlier were lost afterwards (a store that
@@ -285,8 +308,7 @@ class Endpoint(Configurable):
 
     def item_failed(self, m: Measurement, exc: BaseException) -> None:
         """Count one measurement the endpoint could not handle (called from handle_batch)."""
-        self._batch_failures += 1
-        self.stats.drop(DropReason.ENDPOINT_FAILED)
+        self.count_dropped(DropReason.ENDPOINT_FAILED)
         self._on_error(exc, f"{m.topic} seq={m.seq}")
 
     def _on_error(self, exc: BaseException, context: str) -> None:
@@ -298,8 +320,8 @@ class Endpoint(Configurable):
                       type(exc).__name__, exc,
                       f" ({suppressed} similar errors suppressed)" if suppressed else "",
                       exc_info=self.stats.errors == 1)
-        if self._consecutive_errors < self.settings.max_errors:
-            return
+        if self._consecutive_errors < self.settings.max_errors or self._stopping:
+            return  # no restart once stopping: stop() owns closing
         policy = self.settings.on_error
         if policy == "restart":
             self._restart()
@@ -368,10 +390,10 @@ class Endpoint(Configurable):
 
         Whatever is still pending at the deadline is counted as dropped (reason shutdown).
         """
-        self._set_state(EndpointState.STOPPING) if self._state is not EndpointState.FAILED \
-            else None
         with self._cond:
             self._stopping = True
+            if self._state is not EndpointState.FAILED:
+                self._set_state(EndpointState.STOPPING)
             self._cond.notify_all()
         remaining = max(0.0, deadline - time.monotonic())
         if self._thread is not None:
@@ -382,13 +404,18 @@ class Endpoint(Configurable):
                 finished = self._cond.wait_for(lambda: not self._scheduled, remaining)
         if not finished:
             with self._cond:
-                left = len(self._inbox) + self._in_flight
+                # the inbox, and what the running batch has not accounted for yet
+                left = len(self._inbox) + max(0, self._in_flight - self._batch_failures)
                 self._inbox.clear()
                 self._abandoned = True
+                busy = bool(self._in_flight)
             if left:
                 self.stats.drop(DropReason.SHUTDOWN, left)
                 log.error("endpoint %s: shutdown deadline missed, %d measurements dropped",
                           self.name, left)
+            if busy:
+                self.stats.inbox_depth = 0
+                return  # its worker is inside handle(): it flushes and closes when it returns
         if self._state is not EndpointState.FAILED:
             self._safe(self.flush, "flush")
             self._safe(self.close, "close")

@@ -73,10 +73,11 @@ class Pipeline:
     def _on_queue_drop(self, m: Measurement, reason: DropReason) -> None:
         self._producer(m.source).drop(reason)
 
-    def _count_published(self, source: str, n: int, routed: bool) -> None:
+    def _count_published(self, source: str, n: int, routed: bool,
+                         reason: str = "invalid_topic") -> None:
         stats = self.producers.get(source) or self._producer(source)
-        if n < 0:  # the broker refused them (invalid topic)
-            stats.drop("invalid_topic", -n)
+        if n < 0:  # the broker could not deliver them: invalid topic, failed publish, shutdown
+            stats.drop(reason, -n)
             return
         stats.published += n
         if not routed:
@@ -169,10 +170,8 @@ class Pipeline:
                 log.error("device %s did not stop before the deadline", device.name)
         drained = self.wait_quiescent(deadline) and self._flush_outputs(deadline)
         self.queue.close()  # late puts are counted as shutdown drops from here on
-        self.broker.stop(max(0.0, deadline - time.monotonic()))
-        for item in self.queue.drain(len(self.queue) + 1024):  # the broker missed the deadline
-            self._producer(item.source).drop(DropReason.SHUTDOWN)
-            drained = False
+        if not self.broker.stop(max(0.0, deadline - time.monotonic())):
+            drained = False  # the broker counted what it could not publish
         for endpoint in self.endpoints.values():
             endpoint.stop(deadline)
         if self._pool is not None:

@@ -99,6 +99,7 @@ class ProcessingEndpoint(Endpoint):
         self.produces = ("{device}." + self.output_template,)
         #: items not processed because nothing (transitively) uses their output
         self.skipped = 0
+        self.own_outputs_ignored = 0  # see demanded(): never re-process our own output
         # input topic -> output topic; topics are few and long-lived, so never pruned.  Read
         # from other endpoints' threads through wants(): a racing insert stores the same value.
         self._out: dict[str, str] = {}
@@ -130,7 +131,13 @@ class ProcessingEndpoint(Endpoint):
         by_input: dict[str, bool] = {}
         by_output: dict[str, bool] = {}
         keep: list[Measurement] = []
+        name = self.name
         for m in batch:
+            if m.source == name:
+                # our own output came back (a subscription that covers it, e.g. the device's
+                # whole subtree): processing it again would feed itself without end
+                self.own_outputs_ignored += 1
+                continue
             wanted = by_input.get(m.topic)
             if wanted is None:
                 out = self.out_topic(m.topic)

@@ -203,10 +203,11 @@ class LocklessQueue(Generic[T]):
                 self._room.notify_all()
         return out
 
-    def get_batch(self, max_items: int = 4096, timeout: float | None = None) -> list[T]:
-        """Wait until items are available (or ``timeout``), then drain up to ``max_items``.
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until items are available, :meth:`interrupt` or ``timeout``; True if items.
 
-        Returns an empty list on timeout or after :meth:`interrupt`.
+        Separate from :meth:`drain` so a consumer can mark itself busy before any item
+        leaves the queue (the pipeline's idle check must never see neither).
         """
         if not self._dq:
             ready = self._ready
@@ -216,6 +217,14 @@ class LocklessQueue(Generic[T]):
                 ready.wait(timeout)
             self._sleeping = False
         self._interrupted = False
+        return bool(self._dq)
+
+    def get_batch(self, max_items: int = 4096, timeout: float | None = None) -> list[T]:
+        """Wait until items are available (or ``timeout``), then drain up to ``max_items``.
+
+        Returns an empty list on timeout or after :meth:`interrupt`.
+        """
+        self.wait(timeout)
         return self.drain(max_items)
 
     def interrupt(self) -> None:

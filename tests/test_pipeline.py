@@ -315,3 +315,117 @@ def test_stop_flushes_processing_endpoints_down_their_chain() -> None:
     run_to_end(p, dev)
     assert got == [2 * sum(range(100))]
     assert p.balanced()
+
+
+# ---------------------------------------------------------------- regressions from the review
+def test_broker_missing_the_deadline_stays_the_only_consumer_and_counts() -> None:
+    p = Pipeline(queue_size=400_000)
+    sink = p.add_endpoint(NullEndpoint("sink", inbox_size=1_000_000, check_order=False), ["d"])
+    out = p.outlet("d")
+    for i in range(300_000):
+        out.push(Measurement("d", "d.v", i))
+    p.start()
+    assert not p.stop(0.001)  # far too short to publish 300,000 measurements
+    s = p.snapshot()["producers"]["d"]
+    assert s["produced"] == 300_000 == s["published"] + s["dropped"]
+    assert s["dropped"] == s["dropped_by_reason"].get("shutdown", 0) > 0
+    assert sink.stats.received == s["published"] and p.balanced()
+
+
+def test_topic_parts_pubsub_refuses_are_counted_not_fatal_for_the_batch() -> None:
+    p = Pipeline()
+    sink = p.add_endpoint(NullEndpoint("sink"), subscribe=["*"])
+    p.start()
+    a, b = p.outlet("a"), p.outlet("b")
+    a.push(Measurement("a", "a._raw", 1))
+    b.push(Measurement("b", "b.ok", 2))
+    wait_for(lambda: sink.count == 1)
+    assert p.stop(2)
+    snap = p.snapshot()["producers"]
+    assert snap["a"]["dropped_by_reason"] == {"invalid_topic": 1}
+    assert snap["b"]["published"] == 1 and p.balanced()
+
+
+def test_a_worker_outliving_the_deadline_counts_each_measurement_once() -> None:
+    release = threading.Event()
+    closes: list[str] = []
+
+    class SlowFailing(Endpoint):
+        kind = "slowfailing"
+
+        def handle(self, m: Measurement) -> None:
+            release.wait(10)
+            raise ValueError("bad")
+
+        def close(self) -> None:
+            closes.append(self._state.value)
+
+    p = Pipeline()
+    ep = p.add_endpoint(SlowFailing("e", batch_max=10, max_errors=1, on_error="restart"), ["d"])
+    p.start()
+    out = p.outlet("d")
+    for i in range(20):
+        out.push(Measurement("d", "d.v", i))
+    wait_for(lambda: ep.stats.received == 20 and ep._in_flight)
+    assert not p.stop(0.05)
+    release.set()
+    wait_for(lambda: ep.state is EndpointState.STOPPED, message="worker finished late")
+    s = ep.stats.snapshot()
+    assert s["received"] == 20 == s["handled"] + s["dropped"], s
+    assert ep.stats.restarts == 0 and len(closes) == 1  # no reopen after stop, one close
+
+
+def test_fail_policy_mid_batch_drops_the_rest_of_the_batch() -> None:
+    calls: list[int] = []
+
+    class Breaks(Endpoint):
+        kind = "breaks"
+
+        def handle(self, m: Measurement) -> None:
+            calls.append(m.value)
+            raise ValueError("broken")
+
+    p = Pipeline()
+    ep = p.add_endpoint(Breaks("e", on_error="fail", max_errors=2, batch_max=100), ["d"])
+    out = p.outlet("d")
+    for i in range(10):
+        out.push(Measurement("d", "d.v", i))
+    p.start()
+    wait_for(lambda: ep.stats.received == 10 and ep.idle)
+    assert p.stop(2)
+    assert calls == [0, 1]  # nothing handled after the endpoint failed
+    assert ep.stats.handled == 0
+    assert ep.stats.snapshot()["dropped_by_reason"] == {"endpoint_failed": 10}
+
+
+def test_processing_endpoint_never_reprocesses_its_own_output() -> None:
+    p = Pipeline()
+    dev = p.add_device(SyntheticDevice("d", rate=0, count=5, pattern="counter"))
+    p.add_endpoint(NullEndpoint("sink"), subscribe=["d"])
+
+    from radlogger.processing import ProcessingEndpoint
+
+    class Echo(ProcessingEndpoint):
+        kind = "echo"
+        output_default = "{quantity}_e"
+
+        def handle_batch(self, batch: list[Measurement]) -> None:
+            for m in self.demanded(batch):
+                self.publish(m.derive(self.name, self.out_topic(m.topic), m.value))
+
+    echo = p.add_endpoint(Echo("echo"), subscribe=["d"])  # its output d.value_e is under d
+    run_to_end(p, dev)
+    assert p.snapshot()["producers"]["echo"]["produced"] == 5
+    assert echo.own_outputs_ignored == 5
+
+
+def test_a_restarted_device_gets_its_retries_again() -> None:
+    dev = SyntheticDevice("d", fail_connects=-1, max_retries=2, backoff_initial=0.001)
+    p = Pipeline()
+    p.add_device(dev)
+    p.start()
+    wait_for(lambda: dev.state is DeviceState.FAILED)
+    first = dev.connects
+    dev.start()
+    wait_for(lambda: dev.state is DeviceState.FAILED and dev.connects == 2 * first)
+    p.stop(2)
