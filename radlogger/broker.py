@@ -285,5 +285,9 @@ class Broker:
         return False
 
     @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def idle(self) -> bool:
         return not self.busy and not len(self.queue)

@@ -172,6 +172,13 @@ class Pipeline:
         self.queue.close()  # late puts are counted as shutdown drops from here on
         if not self.broker.stop(max(0.0, deadline - time.monotonic())):
             drained = False  # the broker counted what it could not publish
+        if not self.broker.alive:
+            # the broker has ended, so this thread is the only consumer now: a put that
+            # passed the capacity check just before close() may have landed after its last
+            # drain (a device still running past its deadline)
+            for item in self.queue.drain(len(self.queue) + 1024):
+                self._producer(item.source).drop(DropReason.SHUTDOWN)
+                drained = False
         for endpoint in self.endpoints.values():
             endpoint.stop(deadline)
         if self._pool is not None:
