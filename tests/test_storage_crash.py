@@ -146,3 +146,21 @@ def test_torn_tails_are_skipped_and_trimmed(tmp_path: Path, caplog) -> None:  # 
     packed.path.write_bytes(whole + member[: len(member) // 2])
     assert [m.value for m in reader.read(packed.path)] == list(range(10))
     assert "torn last gzip member" in caplog.text
+
+
+def test_torn_csv_record_with_a_quoted_newline(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A str value with a newline makes one CSV record span two lines; a kill inside write()
+    after that inner newline leaves half a record ending in a newline.  The reader must skip
+    it, and the next run must trim all of it (not glue its first row into the open quote)."""
+    path = tmp_path / "q.csv"
+    CSVEndpoint("c", path=str(path)).write_all(counter_measurements(3))
+    with open(path, "ab") as f:
+        f.write(b'1714564800003000000,dev,dev.value,3,str,"first line\nsecond li')  # torn
+    assert [m.value for m in reader.read(path)] == [0, 1, 2]
+    assert "torn last line" in caplog.text
+    more = counter_measurements(2, start=3)
+    more[0].value = 'a "quoted"\nmulti-line, value'
+    CSVEndpoint("c", path=str(path)).write_all(more)
+    assert [m.value for m in reader.read(path)] == [0, 1, 2, more[0].value, 4]
+    with open(path, newline="") as f:
+        assert [r["value"] for r in csv.DictReader(f)] == ["0", "1", "2", more[0].value, "4"]

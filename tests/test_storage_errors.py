@@ -202,3 +202,28 @@ def test_restart_policy_keeps_pending_data(tmp_path: Path) -> None:
     endpoint.flush()
     endpoint.close()
     assert [m.value for m in reader.read(endpoint.path)] == list(range(20))
+
+
+def test_fsync_failing_after_the_write_does_not_count_written_rows_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsync = yes and fsync fails (EIO) once the rows are written: the error is counted,
+    but the rows are in the file, so they are neither kept pending nor counted as lost."""
+    import errno
+
+    from endpoints.storage import textfile
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(textfile.os, "fsync", failing_fsync)
+    endpoint = make_store(STORES[0], tmp_path, fsync=True, flush_every=5, flush_interval=0)
+    data = counter_measurements(5)
+    endpoint.open()
+    endpoint.stats.received += 5
+    endpoint.process_batch(data)
+    assert endpoint.disk_errors["EIO"] == 1 and endpoint._pending == 0
+    endpoint.flush()
+    endpoint.close()
+    assert [m.value for m in reader.read(endpoint.path)] == list(range(5))
+    assert endpoint.lost == 0 and endpoint.stats.dropped == 0
+    assert endpoint.stats.handled == endpoint.stats.received == 5

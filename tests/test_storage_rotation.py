@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from test_storage_helpers import T0, counter_measurements, make_store, store_params
 
 from endpoints.storage import reader
 from endpoints.storage.base import rotated_files
 from endpoints.storage.csv import CSVEndpoint
 from endpoints.storage.jsonl import JSONLEndpoint
+from radlogger.measurement import Measurement
 
 NAME_RE = re.compile(r"^run-(\d{6})-(\d{8}T\d{6}Z)\.")
 
@@ -104,3 +107,45 @@ def test_time_rotation_with_a_late_measurement_stays_in_the_current_file(tmp_pat
     endpoint = CSVEndpoint("c", path=str(tmp_path / "run.csv"), rotate_interval=10)
     endpoint.write_all(data)
     assert [[m.value for m in reader.read(f)] for f in endpoint.files] == [[0], [1, 2, 3]]
+
+
+def test_time_rotation_held_up_by_a_failing_disk_still_happens(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rotation due while the disk fails: what was kept goes into the open file when the
+    disk recovers, which is then closed; the rest of the new interval gets a file of its own
+    (before, the old file stayed open for the whole next interval)."""
+    hour = 3600 * 10**9
+    endpoint = JSONLEndpoint("j", path=str(tmp_path / "run.jsonl"), rotate_interval=3600,
+                             flush_every=1, flush_interval=0, retry_initial=0, retry_max=0)
+    write = endpoint._write_pending
+    failing = [False]
+
+    def flaky_write() -> None:
+        if failing[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write()
+
+    monkeypatch.setattr(endpoint, "_write_pending", flaky_write)
+    data = counter_measurements(7)
+    for m, t in zip(data, (0, 1, hour, hour + 1, hour + 2, hour + 3, hour + 4), strict=True):
+        m.t_ns = T0 + t
+    endpoint.open()
+
+    def feed(m: Measurement) -> None:
+        endpoint.stats.received += 1
+        endpoint.process_batch([m])
+
+    feed(data[0])
+    failing[0] = True
+    feed(data[1])  # kept
+    feed(data[2])  # a new hour: the rotation cannot flush, it waits
+    failing[0] = False
+    for m in data[3:]:
+        feed(m)
+    endpoint.flush()
+    endpoint.close()
+    assert endpoint.disk_errors["ENOSPC"] >= 2
+    per_file = [[m.value for m in reader.read(f)] for f in endpoint.files]
+    assert per_file == [[0, 1, 2, 3], [4, 5, 6]]
+    assert rotated_files(endpoint.path) == endpoint.files
+    assert endpoint.stats.handled == 7 and endpoint.stats.dropped == 0

@@ -235,3 +235,13 @@ def test_many_bad_values_restart_the_endpoint_without_deadlock(tmp_path: Path,
     assert pipeline.stop(5.0) and pipeline.balanced()
     assert endpoint.stats.restarts == 2 and endpoint.stats.reasons() == {"endpoint_failed": 7}
     assert [m.value for m in reader.read(endpoint.path)] == list(range(100, 105))
+
+
+def test_csv_reads_back_arrays_beyond_the_csv_field_limit(tmp_path: Path) -> None:
+    """csv refuses fields over 128 KiB by default; the CSV store writes any array, so its
+    reader must read such a field back (a 32k-sample complex64 block is ~350 KB of base64)."""
+    big = (np.arange(32 * 1024) * (1 - 1j)).astype(np.complex64)
+    data = [Measurement("dev", "dev.iq", big, T0, "V", None, {"n": 1}, 0)]
+    path = tmp_path / "big.csv"
+    assert make_store(STORES[0], tmp_path, path=str(path)).write_all(data) == 1
+    assert_same(data, list(reader.read(path)))

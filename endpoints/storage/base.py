@@ -108,6 +108,7 @@ class StorageEndpoint(Endpoint):
         self._rotating = bool(s.rotate_bytes or self._rotate_ns)
         self._next_index: int | None = None
         self._broken = False
+        self._rotate_due = False  # a rotation waits for the failing disk (see _rotate)
         self._retry_at = 0.0
         self._fatal: BaseException | None = None
         self._errors_unreported = 0
@@ -301,8 +302,14 @@ class StorageEndpoint(Endpoint):
 
     def _rotate(self) -> None:
         """Finish the current file: flush into it, close it; the next flush opens a new one."""
-        if self._pending and not self._flush_pending():
-            return  # disk failing: keep collecting; the data lands in the next file that opens
+        if self._pending:
+            self._flush_pending()
+            if self._pending:
+                # Disk failing: keep collecting.  What is kept goes into the file still open
+                # (closing a file whose write failed is unsafe for HDF5), which is closed right
+                # after that write; without an open file it lands in the next file that opens.
+                self._rotate_due = self._is_open
+                return
         self._close_quietly()
         self._file_bytes = 0
 
@@ -347,22 +354,37 @@ class StorageEndpoint(Endpoint):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._open_for_write()
             self._write_pending()
-            if self.settings.fsync:
-                self._sync()
         except Exception as exc:  # noqa: BLE001 - counted, logged, retried or failed
-            if isinstance(exc, self.storage_exceptions):
-                self._storage_error(exc)
-            else:
-                self._write_bug(exc)
+            self._write_failed(exc)
+            return False
+        # Written (the buffer is empty now): whatever fsync says, these rows are in the file
+        # and must neither stay counted as pending nor be counted lost at stop.
+        self._reset_pending()
+        self.flushes += 1
+        synced = True
+        if self.settings.fsync:
+            try:
+                self._sync()
+            except Exception as exc:  # noqa: BLE001 - counted, logged, retried or failed
+                self._write_failed(exc)
+                synced = False
+        if self._rotate_due:  # the rotation the failing disk held up
+            self._close_quietly()
+            self._file_bytes = 0
+        if not synced:
             return False
         if self._broken:
             self._broken = False
             self._retry.reset()
             log.warning("endpoint %s (%s): writing to %s again after %d disk errors",
                         self.name, self.kind, self.current_path, sum(self.disk_errors.values()))
-        self._reset_pending()
-        self.flushes += 1
         return True
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, self.storage_exceptions):
+            self._storage_error(exc)
+        else:
+            self._write_bug(exc)
 
     def _storage_error(self, exc: BaseException) -> None:
         reason, text = describe(exc)
@@ -422,6 +444,7 @@ class StorageEndpoint(Endpoint):
             self._errors_unreported = 0
 
     def _close_quietly(self) -> None:
+        self._rotate_due = False
         if not self._is_open:
             return
         self._is_open = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -28,6 +29,12 @@ __all__ = ["CSVEndpoint", "read_file", "file_topics", "COLUMNS"]
 
 COLUMNS = ("t_ns", "source", "topic", "seq", "type", "value", "unit", "device_time", "meta")
 _INT_RE = re.compile(r"^-?\d+$")
+_QUOTE = b'"'
+
+# The csv module refuses fields over 128 KiB by default, but the writer stores any array (a
+# 32k-sample complex64 block is 350 KB of base64): without this, files we wrote could not be
+# read back.  The limit is process-wide; raising it only makes reading more permissive.
+csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2 ** 31 - 1)))
 
 
 class _LineSink(list[str]):
@@ -40,6 +47,7 @@ class CSVEndpoint(TextFileEndpoint):
     kind = "csv"
     summary = "CSV file, one row per measurement (scalars; arrays as base64); rotation, gzip"
     header = (",".join(COLUMNS) + "\n").encode()
+    quote = _QUOTE
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
@@ -99,13 +107,13 @@ def parse_device_time(text: str) -> int | float | None:
 
 
 def _rows(path: Path) -> Iterator[list[str]]:
-    reader = csv.reader(LineSource(path))
+    reader = csv.reader(LineSource(path, _QUOTE))  # whole records: a str may hold newlines
     header = list(COLUMNS)
     for row in reader:
         if row == header:
             continue
         if len(row) != len(COLUMNS):
-            raise ValueError(f"{path}, line {reader.line_num}: expected {len(COLUMNS)} "
+            raise ValueError(f"{path}, row {reader.line_num}: expected {len(COLUMNS)} "
                              f"columns ({', '.join(COLUMNS)}), got {len(row)}")
         yield row
 
