@@ -189,3 +189,29 @@ def test_product_filter_option_errors() -> None:
         Products(baselines=["1_2"])
     with pytest.raises(OptionError, match="AA, AB, BA, BB"):
         Products(polarizations=["XY"])
+
+
+def test_pending_lag_sets_are_bounded_by_memory_not_only_by_count() -> None:
+    """Each pending set holds all its lags from its first frame, so with big lag sets the
+    default max_pending (100,000) bounded nothing: 64 single frames with distinct keys held
+    256 MiB at 2**19 lags.  max_pending_mb caps the memory; the excess is evicted, counted."""
+    lags, lpf, n = 1 << 16, 1024, 40  # 512 KiB per pending lag set
+    asm = Assembler(lags, lpf, timeout=10.0, max_pending_mb=4.0)
+    assert asm.max_pending < 8  # 4 MiB holds fewer than 8 sets of 512 KiB
+    w = np.zeros((n, F.HEADER_WORDS), np.uint32)
+    w[:, 2] = (lags // lpf) << 16  # start block 0 of a full lag set
+    w[:, 5] = np.arange(n)  # n distinct timestamps: n distinct lag sets
+    out = asm.add(F.FrameBatch(w, np.zeros((n, lpf), np.complex64)), now=0.0)
+    assert len(asm.pending) == asm.max_pending
+    assert asm.evicted == len(out) == n - asm.max_pending
+    assert all(ls.reason == "evicted" for ls in out)
+    # the default budget keeps the default count for ordinary lag sets
+    assert Assembler().max_pending == 100_000
+
+
+def test_emitted_keys_stay_bounded_without_expire() -> None:
+    frames, _ = make_sets(50, 2)
+    asm = Assembler(8, LPF, timeout=10.0, max_pending=2)
+    batch, _ = to_batch([frames[2 * s].tobytes() for s in range(50)])
+    asm.add(batch, now=0.0)
+    assert asm.evicted == 48 and len(asm._emitted) <= 4 * asm.max_pending

@@ -59,3 +59,43 @@ def test_check_value_ranges_steps_and_words() -> None:
     assert check_value(COMMANDS["preselect"], "ON") is True
     with pytest.raises(ValueError, match="not a number"):
         check_value(COMMANDS["spp"], "many")
+
+
+def test_reply_without_line_end_is_a_clear_error_not_unbounded_buffering() -> None:
+    """A peer that streams bytes with no newline (wrong port, garbage) must not make the
+    client buffer without bound: past MAX_LINE it fails with a clear SCPIError."""
+    import socket
+    import threading
+
+    from devices.wsa4000.scpi import MAX_LINE, SCPIClient, SCPIError
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            try:  # bounded, so a regression fails instead of hanging
+                for _ in range(32):
+                    if done.is_set():
+                        break
+                    conn.sendall(b"x" * 65536)
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(1)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    client = SCPIClient("127.0.0.1", srv.getsockname()[1], 5.0)
+    try:
+        with pytest.raises(SCPIError, match="without a line end"):
+            client.query("*IDN?")
+        assert len(client._rx) <= MAX_LINE + 4096
+    finally:
+        done.set()
+        client.close()
+        srv.close()
+        t.join(5.0)

@@ -10,8 +10,10 @@ Frames are never retransmitted, so the assembler cannot wait forever: a lag set 
 soon as it is complete, or when ``timeout`` seconds have passed since its first frame, with the
 missing frames zero-filled and listed.  A frame already placed is a duplicate (counted,
 ignored); a frame whose lag set was already emitted is late (counted, ignored; keys are
-remembered for ``late_memory`` seconds).  ``max_pending`` bounds memory when frames with
-garbage keys keep opening lag sets: the oldest is emitted early and counted as evicted.
+remembered for ``late_memory`` seconds).  ``max_pending`` and ``max_pending_mb`` bound memory
+when frames with garbage keys keep opening lag sets: the oldest is emitted early and counted as
+evicted.  Both bounds are needed because a pending set holds all its lags from its first frame:
+with large lag sets a count alone (100,000 x 4 MiB at 2**19 lags) would not bound anything.
 
 The hot path works per received batch with numpy: keys, geometry and product checks, and
 within-batch duplicates are computed for the whole batch; Python work is per lag set touched,
@@ -44,6 +46,9 @@ ASSEMBLY_OPTIONS = (
            "frames are counted as late (0 = 20 x timeout, at least 1 s)", min=0.0),
     Option("max_pending", int, 100_000, "lag sets in assembly at once; beyond, the oldest is "
            "emitted early (counted as evicted)", min=1),
+    Option("max_pending_mb", float, 1024.0, "memory of the lag sets in assembly, MiB (each "
+           "holds all its lags however few frames arrived); beyond, the oldest is emitted "
+           "early (counted as evicted)", min=0.001),
     Option("baselines", list, [], "accepted baselines as X-Y station pairs, e.g. 1-2, 1-3 "
            "(empty = any)"),
     Option("basebands", list, [], "accepted baseband ids (empty = any)"),
@@ -182,7 +187,8 @@ class Assembler:
                  products: Products | None = None, late_memory: float = 0.0,
                  max_pending: int = 100_000,
                  clock: Callable[[], float] = time.monotonic,
-                 rejected: Counter[str] | None = None) -> None:
+                 rejected: Counter[str] | None = None,
+                 max_pending_mb: float = 1024.0) -> None:
         for key, value in (("lags", lags), ("lags_per_frame", lags_per_frame)):
             if value < 1 or value & (value - 1):
                 raise OptionError(key, f"{key} = {value}: must be a power of two")
@@ -198,7 +204,9 @@ class Assembler:
         self.n_frames = lags // lags_per_frame
         self.timeout = timeout
         self.late_memory = late_memory or max(1.0, 20 * timeout)
-        self.max_pending = max_pending
+        set_bytes = 8 * lags + 9 * self.n_frames + 1024  # lags, have/dv arrays, overhead
+        #: effective bound: the configured count, or fewer when their lags would not fit
+        self.max_pending = max(1, min(max_pending, int(max_pending_mb * (1 << 20)) // set_bytes))
         self.products = products or Products()
         self.clock = clock
         self.pending: OrderedDict[bytes, LagSet] = OrderedDict()
@@ -222,7 +230,8 @@ class Assembler:
         products = Products(s["baselines"], s["basebands"], s["subbands"], s["polarizations"],
                             s["phase_bins"])
         return cls(s["lags"], s["lags_per_frame"], s["timeout"], products, s["late_memory"],
-                   s["max_pending"], clock, rejected)
+                   s["max_pending"], clock, rejected,
+                   s.get("max_pending_mb", 1024.0))
 
     # ---------------------------------------------------------------- frames in
     def add(self, batch: FrameBatch, now: float | None = None) -> list[LagSet]:
@@ -320,6 +329,9 @@ class Assembler:
             _, ls = pending.popitem(last=False)
             self.evicted += 1
             out.append(self._finish(ls, "evicted", now))
+        emitted = self._emitted  # bounded here too: a caller may not call expire() for a while
+        while len(emitted) > 4 * self.max_pending:
+            emitted.popitem(last=False)
         return out
 
     # ---------------------------------------------------------------- lag sets out

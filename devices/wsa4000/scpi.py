@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Command", "COMMANDS", "RF_GAINS", "DEFAULT_CONTROL_PORT", "DEFAULT_DATA_PORT",
-           "parse_line", "lookup", "SCPIClient", "SCPIError",
+           "parse_line", "lookup", "SCPIClient", "SCPIError", "MAX_LINE",
            "check_value"]
 
 RF_GAINS = ("HIGH", "MEDIUM", "LOW", "VLOW")
 DEFAULT_CONTROL_PORT = 37001  # SCPI
 DEFAULT_DATA_PORT = 37000  # VRT stream
+#: longest reply line accepted: replies are short words and numbers; more means garbage
+MAX_LINE = 64 << 10
 
 
 class SCPIError(ConnectionError):
@@ -212,6 +214,9 @@ class SCPIClient:
             if not chunk:
                 raise SCPIError("the WSA closed the control connection")
             self._rx += chunk
+            if len(self._rx) > MAX_LINE and b"\n" not in self._rx:
+                raise SCPIError(f"the WSA control port sent {len(self._rx)} bytes without a "
+                                "line end; is control_port the SCPI port?")
         line, _, self._rx = self._rx.partition(b"\n")
         return line.decode("ascii", "replace").strip()
 

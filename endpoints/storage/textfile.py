@@ -207,7 +207,7 @@ class LineSource:
                 parts.append(line)
                 break
             if quote:
-                odd ^= line.count(quote) & 1
+                odd ^= bool(line.count(quote) & 1)
                 if odd:  # a newline inside quotes: the record goes on
                     parts.append(line)
                     continue
