@@ -34,8 +34,8 @@ def _run(pipeline: Pipeline, store: Any, n: int = N) -> Collector:
     pipeline.add_endpoint(store, subscribe=["syn"])
     other = pipeline.add_endpoint(Collector("other"), subscribe=["syn"])
     pipeline.start()
-    wait_for(lambda: len(other.snapshot()) == n and store.stats.received == n,
-             message="both endpoints received everything")
+    wait_for(lambda: len(other.snapshot()) == n and store.stats.received == n and store.idle,
+             message="both endpoints received everything and the store took it all")
     return other
 
 
