@@ -27,11 +27,11 @@ import pytest
 
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
-from devices.mqtt import MQTTDevice
-from devices.remote import RemoteDevice
-from endpoints.longpoll import LongPollEndpoint
-from endpoints.mqtt import MQTTEndpoint
-from endpoints.null import NullEndpoint
+from radlogger.devices.mqtt import MQTTDevice
+from radlogger.devices.remote import RemoteDevice
+from radlogger.endpoints.longpoll import LongPollEndpoint
+from radlogger.endpoints.mqtt import MQTTEndpoint
+from radlogger.endpoints.null import NullEndpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 from radlogger.pool import EndpointPool

@@ -25,13 +25,13 @@ import numpy as np
 import pytest
 
 from benchmarks import benchutil
-from devices.pico.driver import PicoDevice
-from devices.pico.farm.client import EventHandler, EventListener, FarmClient
-from devices.pico.farm.device import FarmDevice
-from devices.pico.protocol import BITSTREAM_SIZE
-from devices.pico.simulator import expected_pulses, start_boards
-from devices.pico.sources import Job, Result
-from endpoints.null import NullEndpoint
+from radlogger.devices.pico.driver import PicoDevice
+from radlogger.devices.pico.farm.client import EventHandler, EventListener, FarmClient
+from radlogger.devices.pico.farm.device import FarmDevice
+from radlogger.devices.pico.protocol import BITSTREAM_SIZE
+from radlogger.devices.pico.simulator import expected_pulses, start_boards
+from radlogger.devices.pico.sources import Job, Result
+from radlogger.endpoints.null import NullEndpoint
 from radlogger.pipeline import Pipeline
 
 COUNT_WINDOW = 0.05

@@ -16,8 +16,8 @@ import pytest
 
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
-from devices.synthetic import SyntheticDevice
-from endpoints.null import NullEndpoint
+from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.endpoints.null import NullEndpoint
 from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline

@@ -30,7 +30,7 @@ import pytest
 
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
-from endpoints.storage.cli import writer_for
+from radlogger.endpoints.storage.cli import writer_for
 from radlogger.measurement import Measurement
 
 T0 = 1_714_564_800_000_000_000

@@ -24,15 +24,15 @@ import pytest
 
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
-from devices.widar import frames as F
-from devices.widar.assembler import Assembler
-from devices.widar.driver import WidarDevice
-from devices.widar.simulator import WidarSimulator
-from endpoints.lag.fft import LagFFTEndpoint
-from endpoints.lag.integrate import IntegrateEndpoint
-from endpoints.lag.isolated import IsolatedEndpoint
-from endpoints.lag.normalize import LagNormalizeEndpoint
-from endpoints.null import NullEndpoint
+from radlogger.devices.widar import frames as F
+from radlogger.devices.widar.assembler import Assembler
+from radlogger.devices.widar.driver import WidarDevice
+from radlogger.devices.widar.simulator import WidarSimulator
+from radlogger.endpoints.lag.fft import LagFFTEndpoint
+from radlogger.endpoints.lag.integrate import IntegrateEndpoint
+from radlogger.endpoints.lag.isolated import IsolatedEndpoint
+from radlogger.endpoints.lag.normalize import LagNormalizeEndpoint
+from radlogger.endpoints.null import NullEndpoint
 from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
@@ -90,7 +90,7 @@ def run_udp(rate: int, seconds: float) -> dict[str, float]:
         _wait(lambda: dev.state is DeviceState.RUNNING)
         total = int(rate * seconds) // 320 * 320
         sender = subprocess.run(
-            [sys.executable, "-c", "from devices.widar.simulator import cli; cli()",
+            [sys.executable, "-c", "from radlogger.devices.widar.simulator import cli; cli()",
              "--port", str(dev.bound_port), "--rate", str(rate), "--frames", str(total),
              "--baselines", "10", "--products", "AA,AB,BA,BB", "--lags", str(LAGS),
              "--lags-per-frame", str(LPF)], capture_output=True, text=True, timeout=600,

@@ -1,6 +1,6 @@
 """Long-poll client: how a program (or another radloggerd) listens to a radloggerd's events.
 
-The server side is :mod:`endpoints.longpoll`.  The protocol, in short::
+The server side is :mod:`radlogger.endpoints.longpoll`.  The protocol, in short::
 
     GET /poll?cursor=N&epoch=E&max=K&timeout=S&topics=a,b   Authorization: Bearer <token>
     -> 200 with up to K measurements after cursor N, or 204 after S seconds without data

@@ -19,9 +19,9 @@ from test_storage_helpers import (
     make_store,
 )
 
-from endpoints.storage import plot as plots
-from endpoints.storage import reader
-from endpoints.storage.cli import export, plot
+from radlogger.endpoints.storage import plot as plots
+from radlogger.endpoints.storage import reader
+from radlogger.endpoints.storage.cli import export, plot
 from radlogger.measurement import Measurement
 
 DESTINATIONS = {"csv": "out.csv", "csv.gz": "out.csv.gz", "jsonl": "out.jsonl",

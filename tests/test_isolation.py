@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import Collector, free_port, wait_for
-from devices.widar.driver import WidarDevice
-from devices.widar.simulator import SenderThread, WidarSimulator
-from endpoints.lag.isolated import IsolatedEndpoint, chain_produces, parse_stages
+from radlogger.devices.widar.driver import WidarDevice
+from radlogger.devices.widar.simulator import SenderThread, WidarSimulator
+from radlogger.endpoints.lag.isolated import IsolatedEndpoint, chain_produces, parse_stages
 from radlogger.device import DeviceState
 from radlogger.endpoint import Endpoint
 from radlogger.isolation import IsolationError, broadcast_control, messages

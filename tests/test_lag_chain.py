@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import Collector, free_port, wait_for
-from devices.widar.driver import WidarDevice
-from devices.widar.simulator import WidarSimulator
-from endpoints.lag.fft import LagFFTEndpoint, lags_to_spectra
-from endpoints.lag.integrate import IntegrateEndpoint
-from endpoints.lag.normalize import LagNormalizeEndpoint, normalize
+from radlogger.devices.widar.driver import WidarDevice
+from radlogger.devices.widar.simulator import WidarSimulator
+from radlogger.endpoints.lag.fft import LagFFTEndpoint, lags_to_spectra
+from radlogger.endpoints.lag.integrate import IntegrateEndpoint
+from radlogger.endpoints.lag.normalize import LagNormalizeEndpoint, normalize
 from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.options import OptionError

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import free_port, wait_for
-from devices.remote import RemoteDevice
-from endpoints.longpoll import LongPollEndpoint, Ring
+from radlogger.devices.remote import RemoteDevice
+from radlogger.endpoints.longpoll import LongPollEndpoint, Ring
 from radlogger.client import AuthError, LongPollClient, RemoteError
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
@@ -216,7 +216,7 @@ def test_remote_device_relays_and_resumes_across_an_outage(upstream: Pipeline,
     remote = pipeline.add_device(RemoteDevice("hostA", url=lp.url, token=TOKEN, batch=30,
                                               wait=1, backoff_initial=0.02, backoff_max=0.1))
     got: list[Measurement] = []
-    from endpoints.null import NullEndpoint
+    from radlogger.endpoints.null import NullEndpoint
 
     class Keep(NullEndpoint):
         def handle_batch(self, batch: list[Measurement]) -> None:

@@ -15,9 +15,9 @@ import pytest
 from mosquitto import Mosquitto, broker_fixture
 
 from conftest import wait_for
-from devices.mqtt import MQTTDevice
-from devices.synthetic import SyntheticDevice
-from endpoints.mqtt import MQTTEndpoint
+from radlogger.devices.mqtt import MQTTDevice
+from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.endpoints.mqtt import MQTTEndpoint
 from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.mqtt import MQTTConfigError, from_mqtt_topic, make_client, to_mqtt_topic

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from devices.pico.farm.db import ReservationDB
-from devices.pico.farm.errors import Conflict, NotFound
+from radlogger.devices.pico.farm.db import ReservationDB
+from radlogger.devices.pico.farm.errors import Conflict, NotFound
 
 
 class Clock:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_pico_support import bitstream
 
-from devices.pico.protocol import BITSTREAM_SIZE, FlashTimes, Kind, fitness, parse_line
-from devices.pico.sources import BitstreamQueue, FileSource, Job
+from radlogger.devices.pico.protocol import BITSTREAM_SIZE, FlashTimes, Kind, fitness, parse_line
+from radlogger.devices.pico.sources import BitstreamQueue, FileSource, Job
 
 
 @pytest.mark.parametrize("line, kind, value", [

@@ -13,8 +13,8 @@ import serial
 from test_pico_support import bitstream
 
 from conftest import wait_for
-from devices.pico.protocol import BITSTREAM_SIZE, CHUNK_SIZE
-from devices.pico.simulator import SimulatedBoard, expected_pulses
+from radlogger.devices.pico.protocol import BITSTREAM_SIZE, CHUNK_SIZE
+from radlogger.devices.pico.simulator import SimulatedBoard, expected_pulses
 
 
 class Host:
@@ -88,7 +88,7 @@ def test_host_closing_the_port_resets_the_board() -> None:
 
 
 def test_cli_prints_ports_and_stops_on_sigint(tmp_path: Path) -> None:
-    code = "from devices.pico.simulator import cli; cli()"
+    code = "from radlogger.devices.pico.simulator import cli; cli()"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--boards", "2", "--count-window", "0.01", "--link-dir",
          str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

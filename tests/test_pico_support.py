@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from devices.pico.protocol import BITSTREAM_SIZE
-from devices.pico.simulator import SimulatedBoard, start_boards
+from radlogger.devices.pico.protocol import BITSTREAM_SIZE
+from radlogger.devices.pico.simulator import SimulatedBoard, start_boards
 
 #: device options that make reconnects quick in tests
 FAST = {"backoff_initial": 0.02, "backoff_max": 0.2, "backoff_jitter": 0.0}

@@ -11,11 +11,11 @@ import usb.core
 from test_pico_support import FAST, bitstream, sim_boards
 
 from conftest import wait_for
-from devices.pico.driver import PicoDevice
-from devices.pico.simulator import expected_pulses
-from devices.pico.sources import Job, Result
-from devices.pico.usb import find_boards, resolve_serial, serial_of_tty
-from devices.pico.usb_backend import SimulatedUSBBackend, SimUsbBoard, make_sysfs
+from radlogger.devices.pico.driver import PicoDevice
+from radlogger.devices.pico.simulator import expected_pulses
+from radlogger.devices.pico.sources import Job, Result
+from radlogger.devices.pico.usb import find_boards, resolve_serial, serial_of_tty
+from radlogger.devices.pico.usb_backend import SimulatedUSBBackend, SimUsbBoard, make_sysfs
 from radlogger.pipeline import Pipeline
 
 BOARDS = [

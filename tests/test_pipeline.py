@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import wait_for
-from devices.synthetic import SyntheticDevice
-from endpoints.null import NullEndpoint
+from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.endpoints.null import NullEndpoint
 from radlogger.device import DeviceState
 from radlogger.endpoint import Endpoint, EndpointState
 from radlogger.measurement import Measurement

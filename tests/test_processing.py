@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from endpoints.lag.fft import LagFFTEndpoint
-from endpoints.lag.integrate import IntegrateEndpoint
-from endpoints.lag.normalize import LagNormalizeEndpoint
-from endpoints.spectrum.calibrate import CalibrateEndpoint
-from endpoints.spectrum.fft import FFTEndpoint
+from radlogger.endpoints.lag.fft import LagFFTEndpoint
+from radlogger.endpoints.lag.integrate import IntegrateEndpoint
+from radlogger.endpoints.lag.normalize import LagNormalizeEndpoint
+from radlogger.endpoints.spectrum.calibrate import CalibrateEndpoint
+from radlogger.endpoints.spectrum.fft import FFTEndpoint
 from radlogger.measurement import Measurement
 from radlogger.options import OptionError
 from radlogger.processing import ProcessingEndpoint, check_output, derive_topic

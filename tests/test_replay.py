@@ -17,9 +17,9 @@ from test_storage_helpers import (
 )
 
 from conftest import Collector, wait_for
-from devices.replay import ReplayDevice
-from endpoints.storage import reader
-from endpoints.storage.sqlite import SQLiteEndpoint
+from radlogger.devices.replay import ReplayDevice
+from radlogger.endpoints.storage import reader
+from radlogger.endpoints.storage.sqlite import SQLiteEndpoint
 from radlogger.device import DeviceState
 from radlogger.options import OptionError
 from radlogger.pipeline import Pipeline

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import Collector, wait_for
-from devices.wsa4000.driver import WSA4000Device
-from devices.wsa4000.simulator import WSA4000Simulator
-from endpoints.spectrum.calibrate import REFLEVEL_ERROR, CalibrateEndpoint, flip_spectrum, repair_dc
-from endpoints.spectrum.fft import FFTEndpoint, iq_correct, power_db
+from radlogger.devices.wsa4000.driver import WSA4000Device
+from radlogger.devices.wsa4000.simulator import WSA4000Simulator
+from radlogger.endpoints.spectrum.calibrate import REFLEVEL_ERROR, CalibrateEndpoint, flip_spectrum, repair_dc
+from radlogger.endpoints.spectrum.fft import FFTEndpoint, iq_correct, power_db
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
-from endpoints.spectrum.sink import SpectrumSink
-from endpoints.spectrum.store import NpyAppender, frequency_axis, record_dtype
+from radlogger.endpoints.spectrum.sink import SpectrumSink
+from radlogger.endpoints.spectrum.store import NpyAppender, frequency_axis, record_dtype
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from conftest import wait_for
-from devices.synthetic import SyntheticDevice
-from endpoints.longpoll import LongPollEndpoint
-from endpoints.mqtt import MQTTEndpoint
-from endpoints.null import NullEndpoint
+from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.endpoints.longpoll import LongPollEndpoint
+from radlogger.endpoints.mqtt import MQTTEndpoint
+from radlogger.endpoints.null import NullEndpoint
 from radlogger import graph as graph_module
 from radlogger.device import Device, DeviceState
 from radlogger.endpoint import Endpoint
@@ -178,7 +178,7 @@ def test_graph_text_and_dot_follow_the_data(pipeline: Pipeline) -> None:
 
 
 def test_graph_of_a_relay_device_that_declares_no_topics(pipeline: Pipeline) -> None:
-    from devices.mqtt import MQTTDevice
+    from radlogger.devices.mqtt import MQTTDevice
 
     pipeline.add_device(MQTTDevice("hostA", port=1883, topic_prefix="lab/a"))
     pipeline.add_endpoint(NullEndpoint("store"), subscribe=["hostA.station"])

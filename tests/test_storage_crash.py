@@ -18,10 +18,10 @@ import h5py
 import pytest
 from test_storage_helpers import counter_measurements
 
-from endpoints.storage import reader
-from endpoints.storage.base import rotated_files
-from endpoints.storage.csv import CSVEndpoint
-from endpoints.storage.jsonl import JSONLEndpoint
+from radlogger.endpoints.storage import reader
+from radlogger.endpoints.storage.base import rotated_files
+from radlogger.endpoints.storage.csv import CSVEndpoint
+from radlogger.endpoints.storage.jsonl import JSONLEndpoint
 
 FLUSH_EVERY = 100
 PRODUCED = 250  # 200 flushed, 50 pending when the process dies
@@ -29,11 +29,11 @@ FLUSHED = PRODUCED // FLUSH_EVERY * FLUSH_EVERY
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from devices.synthetic import SyntheticDevice
-    from endpoints.storage.csv import CSVEndpoint
-    from endpoints.storage.hdf5 import HDF5Endpoint
-    from endpoints.storage.jsonl import JSONLEndpoint
-    from endpoints.storage.sqlite import SQLiteEndpoint
+    from radlogger.devices.synthetic import SyntheticDevice
+    from radlogger.endpoints.storage.csv import CSVEndpoint
+    from radlogger.endpoints.storage.hdf5 import HDF5Endpoint
+    from radlogger.endpoints.storage.jsonl import JSONLEndpoint
+    from radlogger.endpoints.storage.sqlite import SQLiteEndpoint
     from radlogger.pipeline import Pipeline
 
     d, produced, every, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -17,9 +17,9 @@ from test_storage_helpers import (
 )
 
 from conftest import Collector, wait_for
-from devices.synthetic import SyntheticDevice
-from endpoints.storage import reader
-from endpoints.storage.base import StorageError
+from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.endpoints.storage import reader
+from radlogger.endpoints.storage.base import StorageError
 from radlogger.endpoint import EndpointState
 from radlogger.pipeline import Pipeline
 
@@ -210,7 +210,7 @@ def test_fsync_failing_after_the_write_does_not_count_written_rows_lost(
     but the rows are in the file, so they are neither kept pending nor counted as lost."""
     import errno
 
-    from endpoints.storage import textfile
+    from radlogger.endpoints.storage import textfile
 
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")

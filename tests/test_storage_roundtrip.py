@@ -25,9 +25,9 @@ from test_storage_helpers import (
 )
 
 from conftest import wait_for
-from devices.synthetic import SyntheticDevice
-from endpoints.storage import reader
-from endpoints.storage.base import StorageError
+from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.endpoints.storage import reader
+from radlogger.endpoints.storage.base import StorageError
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 

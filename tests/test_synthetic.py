@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from devices.synthetic import SyntheticDevice
+from radlogger.devices.synthetic import SyntheticDevice
 
 
 def test_patterns() -> None:

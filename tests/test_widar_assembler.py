@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.widar import frames as F
-from devices.widar.assembler import Assembler, Products
+from radlogger.devices.widar import frames as F
+from radlogger.devices.widar.assembler import Assembler, Products
 from radlogger.options import OptionError
 
 LPF = 4

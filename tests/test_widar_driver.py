@@ -10,11 +10,11 @@ import numpy as np
 from click.testing import CliRunner
 
 from conftest import Collector, free_port, wait_for
-from devices.widar import frames as F
-from devices.widar.driver import WidarDevice
-from devices.widar.recording import read_frames, recording_files
-from devices.widar.replay import WidarReplayDevice, replay_udp
-from devices.widar.simulator import WidarSimulator, cli
+from radlogger.devices.widar import frames as F
+from radlogger.devices.widar.driver import WidarDevice
+from radlogger.devices.widar.recording import read_frames, recording_files
+from radlogger.devices.widar.replay import WidarReplayDevice, replay_udp
+from radlogger.devices.widar.simulator import WidarSimulator, cli
 from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
@@ -140,7 +140,7 @@ def test_replay_restamps_to_wall_clock_and_to_udp(tmp_path: Path, pipeline: Pipe
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         rx.settimeout(5.0)
-        from devices.widar.recording import RotatingRecorder
+        from radlogger.devices.widar.recording import RotatingRecorder
 
         rec = RotatingRecorder(record)
         width = max(len(d) for d in datagrams)

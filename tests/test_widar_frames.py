@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.widar import frames as F
+from radlogger.devices.widar import frames as F
 
 
 def _fields(**kw: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
-from devices.wsa4000.simulator import WSA4000Simulator
+from radlogger.devices.wsa4000.simulator import WSA4000Simulator
 from radlogger.config import known_topics, load_config
 from radlogger.pipeline import Pipeline
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import Collector, wait_for
-from devices.wsa4000.driver import WSA4000Device
-from devices.wsa4000.simulator import WSA4000Simulator
+from radlogger.devices.wsa4000.driver import WSA4000Device
+from radlogger.devices.wsa4000.simulator import WSA4000Simulator
 from radlogger.options import OptionError
 from radlogger.pipeline import Pipeline
 
@@ -240,7 +240,7 @@ def test_block_with_a_lost_packet_still_completes_so_the_next_capture_is_request
     """A count gap inside a block (a packet dropped as garbage) must count the lost packets
     against the block; otherwise the block never completes, no capture is requested and the
     driver idles until the data timeout forces a reconnect."""
-    from devices.wsa4000.vrt import VRTParser, encode_data
+    from radlogger.devices.wsa4000.vrt import VRTParser, encode_data
 
     class Outlet:
         def __init__(self) -> None:
@@ -265,7 +265,7 @@ def test_partial_packet_held_at_stop_is_accounted_for(sim: WSA4000Simulator) -> 
     """Bytes of a packet cut off by the stop were dropped uncounted (the parser was only
     reset at a next open); every received byte must end up parsed, skipped or discarded.
     Driven by hand (no thread) so the partial packet is read deterministically."""
-    from devices.wsa4000.vrt import encode_data
+    from radlogger.devices.wsa4000.vrt import encode_data
 
     class Outlet:
         def push(self, m: Any) -> bool:

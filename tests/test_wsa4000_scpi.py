@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devices.wsa4000.scpi import COMMANDS, check_value, lookup, parse_line
+from radlogger.devices.wsa4000.scpi import COMMANDS, check_value, lookup, parse_line
 
 
 @pytest.mark.parametrize("header,key", [
@@ -67,7 +67,7 @@ def test_reply_without_line_end_is_a_clear_error_not_unbounded_buffering() -> No
     import socket
     import threading
 
-    from devices.wsa4000.scpi import MAX_LINE, SCPIClient, SCPIError
+    from radlogger.devices.wsa4000.scpi import MAX_LINE, SCPIClient, SCPIError
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

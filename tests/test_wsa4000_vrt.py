@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.wsa4000.vrt import (
+from radlogger.devices.wsa4000.vrt import (
     CONTEXT,
     DATA,
     DIGITIZER_STREAM,

@@ -43,7 +43,7 @@ from typing import Any
 
 import serial
 
-from devices.simhost import SimulatorHost, SimulatorOwner
+from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.device import Device, DeviceDone
 from radlogger.options import Option, OptionError
 

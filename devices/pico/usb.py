@@ -4,7 +4,7 @@ pyusb lists the boards by VID:PID and reads their serial-number strings; the ker
 tree then says which ``ttyACM*`` the CDC data interface (interface 0) became:
 ``<sysfs>/bus/usb/devices/<bus>-<port.port...>:1.0/tty/ttyACMn``.  Both the pyusb backend and
 the sysfs root are parameters, so tests run this code unmodified against
-:mod:`devices.pico.usb_backend` and a fake tree in a temporary directory.
+:mod:`radlogger.devices.pico.usb_backend` and a fake tree in a temporary directory.
 
 Reading a string descriptor needs permission to open the device; when that fails (no udev
 rule) the serial is read from sysfs instead, which is world-readable.

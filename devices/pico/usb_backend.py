@@ -6,7 +6,7 @@ bus and port numbers, and string descriptors (manufacturer, product, 16-hex-digi
 answered through ``ctrl_transfer`` GET_DESCRIPTOR requests.  :func:`make_sysfs` writes the
 matching ``/sys`` fragment (device dir with ``serial``, interface ``:1.0`` with
 ``tty/ttyACMn``, and ``class/tty/ttyACMn/device`` links) into a directory, so
-:mod:`devices.pico.usb` runs unmodified in tests.
+:mod:`radlogger.devices.pico.usb` runs unmodified in tests.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ works), so the granted size is reported in ``rcvbuf_granted`` and logged when sm
 Frames the kernel dropped for lack of buffer are read from ``/proc/net/udp`` (``kernel_drops``).
 
 ``simulate = yes`` binds 127.0.0.1 (a free port unless ``port`` is set) and starts an
-in-process :class:`~devices.widar.simulator.WidarSimulator` sending to it over real UDP at
+in-process :class:`~radlogger.devices.widar.simulator.WidarSimulator` sending to it over real UDP at
 ``sim_rate`` frames/s, with the device's geometry and known spectral lines (``sim_lines``);
 its timestamps advance in real time, so time-based integration behaves as with a correlator.
 The sender starts at the first open, keeps its port across reconnects, stops with the device.
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.simhost import SimulatorHost, SimulatorOwner
+from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.device import Device
 from radlogger.options import Option, OptionError
 

@@ -22,10 +22,10 @@ from .reader import KIND_BY_EXTENSION, Store, StoreError, kind_for_path, parse_t
 __all__ = ["export", "plot", "writer_for"]
 
 KINDS = ("csv", "jsonl", "sqlite", "hdf5")
-_WRITERS = {"csv": ("endpoints.storage.csv", "CSVEndpoint"),
-            "jsonl": ("endpoints.storage.jsonl", "JSONLEndpoint"),
-            "sqlite": ("endpoints.storage.sqlite", "SQLiteEndpoint"),
-            "hdf5": ("endpoints.storage.hdf5", "HDF5Endpoint")}
+_WRITERS = {"csv": ("radlogger.endpoints.storage.csv", "CSVEndpoint"),
+            "jsonl": ("radlogger.endpoints.storage.jsonl", "JSONLEndpoint"),
+            "sqlite": ("radlogger.endpoints.storage.sqlite", "SQLiteEndpoint"),
+            "hdf5": ("radlogger.endpoints.storage.hdf5", "HDF5Endpoint")}
 
 
 def writer_for(kind: str, path: Path, gzip: bool = False) -> StorageEndpoint:

@@ -34,8 +34,8 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KIND_BY_EXTENSION = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".sqlite": "sqlite",
                      ".sqlite3": "sqlite", ".db": "sqlite", ".h5": "hdf5", ".hdf5": "hdf5",
                      ".he5": "hdf5"}
-_MODULES = {"csv": "endpoints.storage.csv", "jsonl": "endpoints.storage.jsonl",
-            "sqlite": "endpoints.storage.sqlite", "hdf5": "endpoints.storage.hdf5_read"}
+_MODULES = {"csv": "radlogger.endpoints.storage.csv", "jsonl": "radlogger.endpoints.storage.jsonl",
+            "sqlite": "radlogger.endpoints.storage.sqlite", "hdf5": "radlogger.endpoints.storage.hdf5_read"}
 
 
 class StoreError(ValueError):
