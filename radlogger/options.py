@@ -187,3 +187,11 @@ class Configurable:
         given.update(kw)
         self.name = name
         self.settings = resolve_options(self.declared_options(), given, ignore=("driver", "type"))
+
+    def counters(self) -> dict[str, Any]:
+        """This plugin's own per-reason counters (bad packets, gaps, rows written ...).
+
+        The one declared way a component reports what it counts: status, ``/metrics``, the
+        stats line and the dashboard read it.  Values are numbers or short strings; a nested
+        ``{reason: n}`` dict is allowed for counts by reason.  Empty by default."""
+        return {}
