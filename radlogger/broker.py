@@ -30,7 +30,7 @@ from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
-from pubsub.core import Publisher
+from pubsub.core.publisher import Publisher
 
 from .measurement import Measurement
 from .queue import LocklessQueue

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .backoff import Backoff
 from .options import Option
@@ -85,7 +86,7 @@ def _read_password(settings: Mapping[str, Any], what: str) -> str | None:
 def make_client(settings: Mapping[str, Any], client_id: str, clean_session: bool,
                 what: str) -> paho.Client:
     """A paho client configured from the connection options (no network activity yet)."""
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session, protocol=paho.MQTTv311,
                          reconnect_on_failure=False)
     if settings.get("username"):
@@ -144,10 +145,10 @@ def service(client: paho.Client, timeout: float, activity: Callable[[], int],
     ``select`` runs outside ``lock``, the paho calls inside.  Not calling ``loop()`` keeps paho
     from creating its wake-up socketpair (one extra syscall per packet sent).
     """
-    ok = paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+    ok = MQTTErrorCode.MQTT_ERR_SUCCESS
     sock = client.socket()
     if sock is None:
-        return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
+        return MQTTErrorCode.MQTT_ERR_NO_CONN
     pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
     if pending is not None and pending():
         readable = True
@@ -285,7 +286,7 @@ class MQTTLink:
         client = self.client
         io = self._io
         started = time.monotonic()
-        ok = paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        ok = MQTTErrorCode.MQTT_ERR_SUCCESS
         while not self._stop.is_set():
             try:
                 rc = service(client, 0.05, lambda: self.inbound, io)

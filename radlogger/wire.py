@@ -270,7 +270,7 @@ def decode(data: bytes | bytearray | memoryview) -> Measurement:
         if hlen > MAX_HEADER or _PREFIX + hlen > len(view):
             raise WireError(f"header length {hlen} does not fit in {len(view)} bytes")
         return join(view[_PREFIX:_PREFIX + hlen].tobytes(), view[_PREFIX + hlen:])
-    if view[:1] == b"{":
+    if bytes(view[:1]) == b"{":
         h = _load_header(view)
         if not isinstance(h, dict) or "value" not in h:
             raise WireError("JSON measurement lacks 'value'")
