@@ -16,21 +16,35 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 __all__ = ["ProducerStats", "EndpointStats", "format_summary"]
 
 
-class _Drops:
-    __slots__ = ("_lock", "by_reason")
+FirstDrop = Callable[[str, str, str, int], None]
 
-    def __init__(self) -> None:
+
+class _Drops:
+    __slots__ = ("_lock", "by_reason", "name", "role", "on_first_drop")
+
+    def __init__(self, name: str, role: str) -> None:
+        self.role = role  # "device", "endpoint", or "output of endpoint" for what one publishes
         self._lock = threading.Lock()
         self.by_reason: Counter[str] = Counter()
+        self.name = name
+        #: called once per reason, outside the lock, by the thread that dropped
+        #: (:meth:`radlogger.losses.LossReport.first_drop`); set when bound to a pipeline
+        self.on_first_drop: FirstDrop | None = None
 
     def drop(self, reason: str, n: int = 1) -> None:
+        key = reason.value if isinstance(reason, Enum) else str(reason)
         with self._lock:
-            self.by_reason[str(getattr(reason, "value", reason))] += n
+            first = key not in self.by_reason
+            self.by_reason[key] += n
+        if first and n and self.on_first_drop is not None:
+            self.on_first_drop(self.role, self.name, key, n)
 
     @property
     def dropped(self) -> int:
@@ -45,11 +59,10 @@ class _Drops:
 class ProducerStats(_Drops):
     """Counters of one source of measurements (a device or a publishing endpoint)."""
 
-    __slots__ = ("name", "produced", "published", "unrouted", "errors", "state")
+    __slots__ = ("produced", "published", "unrouted", "errors", "state")
 
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
+    def __init__(self, name: str, role: str = "device") -> None:
+        super().__init__(name, role)
         self.produced = 0  # writer: the producer thread
         self.published = 0  # writer: the broker thread (handed to PyPubSub)
         self.unrouted = 0  # writer: the broker thread (published to a topic nobody subscribes to)
@@ -71,12 +84,11 @@ class ProducerStats(_Drops):
 class EndpointStats(_Drops):
     """Counters of one endpoint."""
 
-    __slots__ = ("name", "received", "handled", "failed_batches", "errors", "restarts",
+    __slots__ = ("received", "handled", "failed_batches", "errors", "restarts",
                  "state", "inbox_depth", "inbox_high_water")
 
     def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
+        super().__init__(name, "endpoint")
         self.received = 0  # writer: the broker thread
         self.handled = 0  # writer: the endpoint's worker
         self.errors = 0  # exceptions raised by the endpoint's code

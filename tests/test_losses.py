@@ -1,0 +1,74 @@
+"""Every loss is loud: the first drop of each (component, reason) warns at once with the fix,
+later drops are summarised at most every interval, and a run's losses are said in words."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from radlogger.losses import LossReport, describe_losses, total_lost
+from radlogger.stats import EndpointStats, ProducerStats
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _snapshot(*stats: ProducerStats | EndpointStats) -> dict[str, dict[str, object]]:
+    snap: dict[str, dict[str, object]] = {"producers": {}, "endpoints": {}}
+    for s in stats:
+        snap["endpoints" if isinstance(s, EndpointStats) else "producers"][s.name] = s.snapshot()
+    return snap
+
+
+def test_first_drop_warns_once_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    report = LossReport(lambda role, name: {"inbox_size": 65536})
+    db = EndpointStats("db")
+    db.on_first_drop = report.first_drop
+    with caplog.at_level(logging.WARNING, "radlogger.losses"):
+        db.drop("inbox_full", 1024)
+        db.drop("inbox_full", 5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["endpoint db: inbox full, 1,024 dropped "
+                        "(inbox_size = 65536; raise it, or set queue_policy = block)"]
+
+
+def test_later_drops_are_summarised_at_most_every_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    report = LossReport(interval=5.0, clock=clock)
+    dev = ProducerStats("udp")
+    dev.on_first_drop = report.first_drop
+    with caplog.at_level(logging.WARNING, "radlogger.losses"):
+        dev.drop("queue_full", 3)
+        dev.drop("queue_full", 7)
+        assert report.poll(_snapshot(dev)) == []  # too soon
+        clock.t = 5.0
+        assert report.poll(_snapshot(dev)) == ["device udp: queue full, 7 more dropped (10 in all)"]
+        clock.t = 10.0
+        assert report.poll(_snapshot(dev)) == []  # nothing new
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+
+
+def test_a_drop_the_hook_missed_is_reported_by_the_summary() -> None:
+    report = LossReport()
+    dev = ProducerStats("replay")
+    dev.drop("shutdown", 4)  # no hook bound: the summary still finds it
+    lines = report.poll(_snapshot(dev), force=True)
+    assert lines == ["device replay: shutdown, 4 dropped "
+                     "(raise it to let the pipeline drain)"]
+
+
+def test_losses_in_words() -> None:
+    dev, db = ProducerStats("d"), EndpointStats("db")
+    assert describe_losses(_snapshot(dev, db)) == "" and total_lost(_snapshot(dev, db)) == 0
+    dev.drop("queue_full", 2)
+    db.drop("inbox_full", 1000)
+    snap = _snapshot(dev, db)
+    assert total_lost(snap) == 1002
+    assert describe_losses(snap) == ("lost 1,002 measurements: device d queue full 2; "
+                                     "endpoint db inbox full 1,000")
