@@ -104,6 +104,7 @@ class LocklessQueue(Generic[T]):
         self._blocked = 0
         self.dropped = 0  # written only under self._room's lock
         self.high_water = 0  # sampled by the consumer at each drain
+        self.overshoot_high_water = 0  # most items put_derived held past the bound
 
     # ------------------------------------------------------------------ producer side
     def put(self, item: T) -> bool:
@@ -131,6 +132,31 @@ class LocklessQueue(Generic[T]):
         if self._sleeping:
             self._wake()
         return accepted
+
+    def put_derived(self, items: Iterable[T]) -> int:
+        """Enqueue a processing endpoint's output past the bound; return how many were taken.
+
+        Why past the bound: in ``block`` mode the broker waits for room in a full endpoint
+        inbox.  If a processing endpoint in turn waited for room in the queue (which only the
+        broker empties), the two would wait on each other.  Derived output therefore never
+        waits: the wait graph is broker -> endpoint only, with no cycle.  Memory stays bounded
+        because a processing endpoint publishes a bounded amount per input and its input is
+        bounded by its inbox; ``overshoot_high_water`` shows how far past the bound it went.
+        After :meth:`close` items are refused and counted (``shutdown``) as everywhere else.
+        """
+        dq = self._dq
+        items = list(items)
+        if self._closed:
+            for item in items:
+                self._drop(item, DropReason.SHUTDOWN)
+            return 0
+        dq.extend(items)
+        over = len(dq) - self.size
+        if over > self.overshoot_high_water:
+            self.overshoot_high_water = over
+        if self._sleeping:
+            self._wake()
+        return len(items)
 
     def _wake(self) -> None:
         ready = self._ready

@@ -130,3 +130,18 @@ def test_many_producers_conservation(policy: str) -> None:
     for k in range(4):
         mine = [x for x in received if k * per <= x < (k + 1) * per]
         assert mine == sorted(mine)
+
+
+def test_put_derived_never_waits_and_is_refused_after_close() -> None:
+    """A processing endpoint's output goes past the bound instead of waiting for the broker
+    (which may itself be waiting for that endpoint's inbox in block mode)."""
+    dropped: list[tuple[int, DropReason]] = []
+    q: LocklessQueue[int] = LocklessQueue(4, "block", block_timeout=30.0,
+                                          on_drop=lambda item, r: dropped.append((item, r)))
+    assert q.put_many(range(4)) == 4
+    assert q.put_derived([10, 11, 12]) == 3  # full, block policy, yet no wait
+    assert len(q) == 7 and q.overshoot_high_water == 3
+    assert q.drain(100) == [0, 1, 2, 3, 10, 11, 12]
+    q.close()
+    assert q.put_derived([20, 21]) == 0
+    assert dropped == [(20, DropReason.SHUTDOWN), (21, DropReason.SHUTDOWN)]
