@@ -133,6 +133,47 @@ class LocklessQueue(Generic[T]):
             self._wake()
         return accepted
 
+    def put_wait(self, item: T, timeout: float | None = None) -> bool:
+        """Enqueue ``item``, waiting for room whatever the overflow policy (a finite source:
+        throttled, never dropped).  Gives up, counted, only when the queue is closed or
+        ``timeout`` passes."""
+        dq = self._dq
+        if len(dq) >= self.capacity:
+            with self._room:
+                self._blocked += 1
+                try:
+                    self._room.wait_for(lambda: len(dq) < self.capacity or self._closed, timeout)
+                finally:
+                    self._blocked -= 1
+            if self._closed or len(dq) >= self.capacity:
+                self._drop(item, DropReason.SHUTDOWN if self._closed else DropReason.QUEUE_FULL)
+                return False
+        dq.append(item)
+        if self._sleeping:
+            self._wake()
+        return True
+
+    def put_many_wait(self, items: Iterable[T], timeout: float | None = None) -> int:
+        """:meth:`put_wait` for a chunk: fills the room there is, waits for more."""
+        dq = self._dq
+        items = list(items)
+        i = 0
+        while i < len(items):
+            room = self.capacity - len(dq)
+            if room > 0:
+                dq.extend(items[i:i + room])
+                i += room
+                if self._sleeping:
+                    self._wake()
+                continue
+            if not self.put_wait(items[i], timeout):
+                for item in items[i + 1:]:
+                    self._drop(item, DropReason.SHUTDOWN if self._closed
+                               else DropReason.QUEUE_FULL)
+                return i
+            i += 1
+        return len(items)
+
     def put_derived(self, items: Iterable[T]) -> int:
         """Enqueue a processing endpoint's output past the bound; return how many were taken.
 
@@ -271,6 +312,11 @@ class LocklessQueue(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._dq)
+
+    @property
+    def waiting_producers(self) -> int:
+        """Producers waiting for room (block policy, or a finite source throttled)."""
+        return self._blocked
 
     @property
     def closed(self) -> bool:

@@ -145,3 +145,34 @@ def test_put_derived_never_waits_and_is_refused_after_close() -> None:
     q.close()
     assert q.put_derived([20, 21]) == 0
     assert dropped == [(20, DropReason.SHUTDOWN), (21, DropReason.SHUTDOWN)]
+
+
+def test_put_wait_throttles_instead_of_dropping() -> None:
+    """A finite source waits for room even under a dropping policy; nothing is lost."""
+    q: LocklessQueue[int] = LocklessQueue(8, "drop_newest")
+    n = 5000
+    got: list[int] = []
+
+    def producer() -> None:
+        for i in range(0, n, 7):
+            q.put_many_wait(range(i, min(i + 7, n)))
+
+    t = threading.Thread(target=producer)
+    t.start()
+    while len(got) < n:
+        got.extend(q.get_batch(3, timeout=5.0))
+    t.join(5.0)
+    assert got == list(range(n)) and q.dropped == 0
+
+
+def test_put_wait_gives_up_counted_at_close() -> None:
+    dropped: list[DropReason] = []
+    q: LocklessQueue[int] = LocklessQueue(1, on_drop=lambda item, r: dropped.append(r))
+    assert q.put_wait(1)
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(q.put_many_wait([2, 3])))
+    t.start()
+    wait_for(lambda: q.waiting_producers == 1)
+    q.close()
+    t.join(5.0)
+    assert result == [0] and dropped == [DropReason.SHUTDOWN, DropReason.SHUTDOWN]
