@@ -16,9 +16,9 @@ import pytest
 
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
+from radlogger.device import DeviceState
 from radlogger.devices.synthetic import SyntheticDevice
 from radlogger.endpoints.null import NullEndpoint
-from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 

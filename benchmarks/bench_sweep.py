@@ -11,9 +11,9 @@ import pytest
 
 from benchmarks import benchutil
 from benchmarks.workload import measure
+from radlogger.device import DeviceState
 from radlogger.devices.synthetic import SyntheticDevice
 from radlogger.endpoints.null import NullEndpoint
-from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 

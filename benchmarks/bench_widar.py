@@ -24,6 +24,7 @@ import pytest
 
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
+from radlogger.device import DeviceState
 from radlogger.devices.widar import frames as F
 from radlogger.devices.widar.assembler import Assembler
 from radlogger.devices.widar.driver import WidarDevice
@@ -33,7 +34,6 @@ from radlogger.endpoints.lag.integrate import IntegrateEndpoint
 from radlogger.endpoints.lag.isolated import IsolatedEndpoint
 from radlogger.endpoints.lag.normalize import LagNormalizeEndpoint
 from radlogger.endpoints.null import NullEndpoint
-from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 

@@ -13,7 +13,8 @@ publishes ``replay.wsa1.iq``).  The ``source`` of a replayed measurement is this
 pipeline's accounting is per producer) and ``seq`` is renumbered by the pipeline; value, unit,
 device time and meta are the recorded ones, and ``t_ns`` too unless ``timestamps = now``.
 
-Reading goes through ``radlogger.endpoints.storage.reader``: the store formats are defined once, next to
+Reading goes through ``radlogger.endpoints.storage.reader``: the store formats are defined once,
+next to
 their writers (endpoints/storage/README.md explains this one-way dependency).
 """
 
@@ -23,8 +24,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from radlogger.endpoints.storage.reader import Store, StoreError, parse_time
 from radlogger.device import Device, DeviceDone
+from radlogger.endpoints.storage.reader import Store, StoreError, parse_time
 from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option, OptionError
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .backoff import Backoff
 from .measurement import Measurement, now_ns
@@ -51,7 +52,8 @@ class Outlet:
 
     __slots__ = ("stats", "_put", "_put_many")
 
-    def __init__(self, put: Any, stats: Any, put_many: Any = None) -> None:
+    def __init__(self, put: Callable[[Measurement], bool], stats: Any,
+                 put_many: Callable[[list[Measurement]], int] | None = None) -> None:
         self._put = put
         self._put_many = put_many
         self.stats = stats
@@ -78,13 +80,22 @@ class Outlet:
         return int(self._put_many(ms))
 
 
+class Pushes(Protocol):
+    """What a device pushes into: an :class:`Outlet`, or a test's stand-in."""
+
+    def push(self, m: Measurement) -> bool: ...
+
+    def push_many(self, ms: list[Measurement]) -> int: ...
+
+
 class _Unattached:
     """Placeholder outlet of a device that is not in a pipeline yet."""
 
     def push(self, m: Measurement) -> bool:
         raise RuntimeError("device is not attached to a pipeline (add it with Pipeline.add_device)")
 
-    push_many = push
+    def push_many(self, ms: list[Measurement]) -> int:
+        raise RuntimeError("device is not attached to a pipeline (add it with Pipeline.add_device)")
 
 
 class Device(Configurable):
@@ -108,7 +119,7 @@ class Device(Configurable):
         s = self.settings
         self.backoff = Backoff(s.backoff_initial, s.backoff_max, s.backoff_factor,
                                s.backoff_jitter, s.max_retries)
-        self.outlet: Any = _Unattached()
+        self.outlet: Pushes = _Unattached()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state = DeviceState.STOPPED

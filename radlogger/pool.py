@@ -193,7 +193,7 @@ class EndpointPool(Endpoint):
 
     # ---------------------------------------------------------------- workers
     def _make_inner(self, collector: Collector) -> Endpoint:
-        inner = self.inner_class(self.name, self.inner_options)
+        inner: Endpoint = self.inner_class(self.name, self.inner_options)
         inner.bind(collector, self.has_subscribers, None)
         inner.open()
         return inner

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import Collector, free_port, wait_for
+from radlogger.device import DeviceState
 from radlogger.devices.widar.driver import WidarDevice
 from radlogger.devices.widar.simulator import SenderThread, WidarSimulator
-from radlogger.endpoints.lag.isolated import IsolatedEndpoint, chain_produces, parse_stages
-from radlogger.device import DeviceState
 from radlogger.endpoint import Endpoint
+from radlogger.endpoints.lag.isolated import IsolatedEndpoint, chain_produces, parse_stages
 from radlogger.isolation import IsolationError, broadcast_control, messages
 from radlogger.isolation.shm import SlotRing
 from radlogger.measurement import Measurement

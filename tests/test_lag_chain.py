@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import Collector, free_port, wait_for
+from radlogger.device import DeviceState
 from radlogger.devices.widar.driver import WidarDevice
 from radlogger.devices.widar.simulator import WidarSimulator
 from radlogger.endpoints.lag.fft import LagFFTEndpoint, lags_to_spectra
 from radlogger.endpoints.lag.integrate import IntegrateEndpoint
 from radlogger.endpoints.lag.normalize import LagNormalizeEndpoint, normalize
-from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.options import OptionError
 from radlogger.pipeline import Pipeline

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import free_port, wait_for
+from radlogger.client import AuthError, LongPollClient, RemoteError
 from radlogger.devices.remote import RemoteDevice
 from radlogger.endpoints.longpoll import LongPollEndpoint, Ring
-from radlogger.client import AuthError, LongPollClient, RemoteError
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 from radlogger.web import WebError, WebServer

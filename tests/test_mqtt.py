@@ -17,8 +17,8 @@ from mosquitto import Mosquitto, broker_fixture
 from conftest import wait_for
 from radlogger.devices.mqtt import MQTTDevice
 from radlogger.devices.synthetic import SyntheticDevice
-from radlogger.endpoints.mqtt import MQTTEndpoint
 from radlogger.endpoint import Endpoint
+from radlogger.endpoints.mqtt import MQTTEndpoint
 from radlogger.measurement import Measurement
 from radlogger.mqtt import MQTTConfigError, from_mqtt_topic, make_client, to_mqtt_topic
 from radlogger.pipeline import Pipeline

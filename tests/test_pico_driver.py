@@ -8,11 +8,11 @@ import pytest
 from test_pico_support import FAST, bitstream, sim_boards
 
 from conftest import Collector, wait_for
+from radlogger.device import DeviceState
 from radlogger.devices.pico.driver import PicoDevice
 from radlogger.devices.pico.protocol import BITSTREAM_SIZE
 from radlogger.devices.pico.simulator import N_SAMPLES, expected_fitness, expected_pulses
 from radlogger.devices.pico.sources import Job, Result
-from radlogger.device import DeviceState
 from radlogger.options import OptionError
 from radlogger.pipeline import Pipeline
 

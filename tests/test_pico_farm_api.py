@@ -19,7 +19,12 @@ from test_pico_support import FAST, bitstream, sim_boards
 
 from conftest import Collector, free_port, wait_for
 from radlogger.devices.pico.driver import PicoDevice
-from radlogger.devices.pico.farm.client import EventHandler, EventListener, FarmClient, FarmClientError
+from radlogger.devices.pico.farm.client import (
+    EventHandler,
+    EventListener,
+    FarmClient,
+    FarmClientError,
+)
 from radlogger.devices.pico.farm.device import FarmDevice
 from radlogger.devices.pico.simulator import SimulatedBoard, expected_fitness, expected_pulses
 from radlogger.pipeline import Pipeline

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from conftest import wait_for
-from radlogger.devices.synthetic import SyntheticDevice
-from radlogger.endpoints.null import NullEndpoint
 from radlogger.device import DeviceState
+from radlogger.devices.synthetic import SyntheticDevice
 from radlogger.endpoint import Endpoint, EndpointState
+from radlogger.endpoints.null import NullEndpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 

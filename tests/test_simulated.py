@@ -23,13 +23,13 @@ import pytest
 from daemon_helpers import read_stats, run_cli
 
 from conftest import Collector, wait_for
+from radlogger.config import default_config_path, load_config
+from radlogger.device import DeviceState
 from radlogger.devices.pico.driver import PicoDevice
 from radlogger.devices.pico.simboard import expected_pulses
 from radlogger.devices.pico.sources import sim_bitstream
 from radlogger.devices.widar.driver import WidarDevice
 from radlogger.devices.wsa4000.driver import WSA4000Device
-from radlogger.config import default_config_path, load_config
-from radlogger.device import DeviceState
 from radlogger.options import OptionError
 from radlogger.pipeline import Pipeline
 

@@ -11,7 +11,12 @@ import pytest
 from conftest import Collector, wait_for
 from radlogger.devices.wsa4000.driver import WSA4000Device
 from radlogger.devices.wsa4000.simulator import WSA4000Simulator
-from radlogger.endpoints.spectrum.calibrate import REFLEVEL_ERROR, CalibrateEndpoint, flip_spectrum, repair_dc
+from radlogger.endpoints.spectrum.calibrate import (
+    REFLEVEL_ERROR,
+    CalibrateEndpoint,
+    flip_spectrum,
+    repair_dc,
+)
 from radlogger.endpoints.spectrum.fft import FFTEndpoint, iq_correct, power_db
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from conftest import wait_for
+from radlogger import graph as graph_module
+from radlogger.device import Device, DeviceState
 from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.endpoint import Endpoint
 from radlogger.endpoints.longpoll import LongPollEndpoint
 from radlogger.endpoints.mqtt import MQTTEndpoint
 from radlogger.endpoints.null import NullEndpoint
-from radlogger import graph as graph_module
-from radlogger.device import Device, DeviceState
-from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 from radlogger.pool import EndpointPool

@@ -18,9 +18,9 @@ from test_storage_helpers import (
 
 from conftest import Collector, wait_for
 from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.endpoint import EndpointState
 from radlogger.endpoints.storage import reader
 from radlogger.endpoints.storage.base import StorageError
-from radlogger.endpoint import EndpointState
 from radlogger.pipeline import Pipeline
 
 KINDS = [s for s in STORES if s[0] in ("csv", "jsonl.gz", "sqlite", "hdf5")]

@@ -10,12 +10,12 @@ import numpy as np
 from click.testing import CliRunner
 
 from conftest import Collector, free_port, wait_for
+from radlogger.device import DeviceState
 from radlogger.devices.widar import frames as F
 from radlogger.devices.widar.driver import WidarDevice
 from radlogger.devices.widar.recording import read_frames, recording_files
 from radlogger.devices.widar.replay import WidarReplayDevice, replay_udp
 from radlogger.devices.widar.simulator import WidarSimulator, cli
-from radlogger.device import DeviceState
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
-from radlogger.devices.wsa4000.simulator import WSA4000Simulator
 from radlogger.config import known_topics, load_config
+from radlogger.devices.wsa4000.simulator import WSA4000Simulator
 from radlogger.pipeline import Pipeline
 
 ETC = Path(__file__).resolve().parent.parent / "etc"

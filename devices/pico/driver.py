@@ -43,8 +43,8 @@ from typing import Any
 
 import serial
 
-from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.device import Device, DeviceDone
+from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.options import Option, OptionError
 
 from . import usb as pico_usb

@@ -1,7 +1,8 @@
 """Simulated pico2-ice boards: start several, and the ``radloggerd simulate pico`` command.
 
 The board itself (protocol, faults, the documented pulse-count function) is
-:mod:`radlogger.devices.pico.simboard`; this module re-exports it so tests and users need one import.
+:mod:`radlogger.devices.pico.simboard`; this module re-exports it so tests and users need one
+import.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.device import Device
+from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.options import Option, OptionError
 
 from .assembler import ASSEMBLY_OPTIONS, Assembler, LagSet

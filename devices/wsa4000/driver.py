@@ -11,7 +11,8 @@ re-sent on every (re)connect because an instrument that was power-cycled has for
 ``:SYSTEM:ERROR?`` after applying turns a rejected setting into a clear, counted error instead
 of silently wrong data.
 
-``simulate = yes`` runs a :class:`~radlogger.devices.wsa4000.simulator.WSA4000Simulator` in-process on
+``simulate = yes`` runs a :class:`~radlogger.devices.wsa4000.simulator.WSA4000Simulator`
+in-process on
 127.0.0.1 (free ports, so several daemons and a real instrument never collide) and connects to
 it exactly as to an instrument: same SCPI session, same VRT parser.  The simulator starts at
 the first connect, is re-used by reconnects and stops with the device (``SimulatorHost``).
@@ -27,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.device import Device
+from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option, OptionError
 

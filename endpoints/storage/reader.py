@@ -35,7 +35,8 @@ KIND_BY_EXTENSION = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".sql
                      ".sqlite3": "sqlite", ".db": "sqlite", ".h5": "hdf5", ".hdf5": "hdf5",
                      ".he5": "hdf5"}
 _MODULES = {"csv": "radlogger.endpoints.storage.csv", "jsonl": "radlogger.endpoints.storage.jsonl",
-            "sqlite": "radlogger.endpoints.storage.sqlite", "hdf5": "radlogger.endpoints.storage.hdf5_read"}
+            "sqlite": "radlogger.endpoints.storage.sqlite",
+            "hdf5": "radlogger.endpoints.storage.hdf5_read"}
 
 
 class StoreError(ValueError):
