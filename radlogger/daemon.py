@@ -33,6 +33,7 @@ from typing import Any
 
 from .config import RESTART_ONLY, Config, ConfigError, load_config
 from .control import Control
+from .losses import describe_losses
 from .pipeline import Pipeline, tune_gc
 from .reload import Reconfigurer
 from .stats import format_summary
@@ -288,7 +289,13 @@ class Daemon:
 
     def log_stats(self, final: bool = False) -> None:
         line = self.summary()
-        log.info("%s%s", "final stats: " if final else "stats: ", line)
+        lost = describe_losses(self.pipeline.snapshot()) if self.pipeline is not None else ""
+        if final and lost:
+            log.warning("final stats: %s; %s", lost, line)
+        else:
+            log.info("%s%s", "final stats: " if final else "stats: ", line)
+        if self.pipeline is not None and not final:
+            self.pipeline.losses.poll(self.pipeline.snapshot())
         if not final:
             sd_notify(f"STATUS={line[:200]}")
 

@@ -19,6 +19,7 @@ from typing import Any
 from .broker import Broker
 from .device import Device, Outlet
 from .endpoint import Endpoint
+from .losses import LossReport
 from .measurement import Measurement
 from .queue import DropReason, LocklessQueue, Overflow
 from .stats import EndpointStats, ProducerStats
@@ -61,6 +62,7 @@ class Pipeline:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.running = False
+        self.losses = LossReport(self._loss_settings)
 
     # ---------------------------------------------------------------- accounting
     def _producer(self, name: str) -> ProducerStats:
@@ -68,7 +70,16 @@ class Pipeline:
             stats = self.producers.get(name)
             if stats is None:
                 stats = self.producers[name] = ProducerStats(name)
+                stats.on_first_drop = self.losses.first_drop
             return stats
+
+    def _loss_settings(self, role: str, name: str) -> dict[str, Any]:
+        """The settings a loss warning's fix names (queue_size, inbox_size ...)."""
+        found: dict[str, Any] = {"queue_size": self.queue.size}
+        component = self.endpoints.get(name) or self.devices.get(name)
+        if component is not None:
+            found.update(component.settings)
+        return found
 
     def _on_queue_drop(self, m: Measurement, reason: DropReason) -> None:
         self._producer(m.source).drop(reason)
@@ -105,6 +116,8 @@ class Pipeline:
             self._pool = ThreadPoolExecutor(self.pool_workers, thread_name_prefix="endpoint-pool")
         endpoint.bind(self.outlet(endpoint.name), self.broker.has_demand,
                       self._pool if endpoint.settings.mode == "pool" else None)
+        endpoint.stats.on_first_drop = self.losses.first_drop
+        self._producer(endpoint.name).role = "output of endpoint"
         self.endpoints[endpoint.name] = endpoint
         if self.running:
             endpoint.start()

@@ -3,10 +3,14 @@ later drops are summarised at most every interval, and a run's losses are said i
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
+from conftest import Collector, wait_for
 from radlogger.losses import LossReport, describe_losses, total_lost
+from radlogger.measurement import Measurement
+from radlogger.pipeline import Pipeline
 from radlogger.stats import EndpointStats, ProducerStats
 
 
@@ -72,3 +76,34 @@ def test_losses_in_words() -> None:
     assert total_lost(snap) == 1002
     assert describe_losses(snap) == ("lost 1,002 measurements: device d queue full 2; "
                                      "endpoint db inbox full 1,000")
+
+
+class Gated(Collector):
+    """Holds its first batch until released, so its small inbox overflows for sure."""
+
+    def __init__(self, name: str, **kw: object) -> None:
+        super().__init__(name, **kw)
+        self.gate = threading.Event()
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        self.gate.wait(10.0)
+        super().handle_batch(batch)
+
+
+def test_pipeline_warns_at_the_first_inbox_drop(pipeline: Pipeline,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    sink = pipeline.add_endpoint(Gated("db", inbox_size=4, batch_max=1), ["d"])
+    out = pipeline.outlet("d")
+    pipeline.start()
+    with caplog.at_level(logging.WARNING, "radlogger.losses"):
+        for i in range(50):
+            out.push(Measurement("d", "d.x", i, i))
+        wait_for(lambda: pipeline.endpoints["db"].stats.dropped > 0)
+        sink.gate.set()
+        wait_for(lambda: any("inbox full" in r.getMessage() for r in caplog.records))
+    warning = next(r.getMessage() for r in caplog.records if "inbox full" in r.getMessage())
+    assert warning.startswith("endpoint db: inbox full, ")
+    assert warning.endswith("(inbox_size = 4; raise it, or set queue_policy = block)")
+    pipeline.stop(5.0)
+    snap = pipeline.snapshot()
+    assert "lost" in describe_losses(snap) and total_lost(snap) == sink.stats.dropped
