@@ -33,12 +33,15 @@ from typing import Any
 
 from .config import RESTART_ONLY, Config, ConfigError, load_config
 from .control import Control
-from .losses import describe_losses
+from .losses import describe_losses, total_lost
 from .pipeline import Pipeline, tune_gc
 from .reload import Reconfigurer
 from .stats import format_summary
 
-__all__ = ["Daemon", "configure_logging", "sd_notify"]
+__all__ = ["Daemon", "configure_logging", "sd_notify", "EXIT_LOSS"]
+
+#: exit code of a ``--once``/``--duration`` run that dropped measurements
+EXIT_LOSS = 3
 
 log = logging.getLogger("radlogger.daemon")
 
@@ -149,7 +152,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ running
     def run(self, duration: float | None = None, once: bool = False) -> int:
-        """Run to the end; the exit code (0 clean, 1 runtime failure).
+        """Run to the end; the exit code (0 clean, 1 runtime failure, 3 a batch run that lost
+        measurements: ``--once``/``--duration`` ending by itself with any drop counted).
 
         Raises :class:`ConfigError` before starting anything if the log file cannot be opened.
         """
@@ -203,7 +207,14 @@ class Daemon:
             log.error("shutdown deadline of %.1f s missed; undelivered measurements are counted "
                       "as dropped (reason shutdown)", self.config.daemon.shutdown_deadline)
         self._final(drained)
-        return 0 if drained else 1
+        if not drained:
+            return 1
+        batch_end = (once or duration is not None) and reason in (
+            f"duration {duration:g} s elapsed" if duration is not None else "",
+            "every finite device finished")
+        if batch_end and total_lost(pipeline.snapshot()):
+            return EXIT_LOSS  # a loss the user did not choose; a signal-stopped daemon says 0
+        return 0
 
     def _loop(self, duration: float | None, once: bool) -> str:
         end = time.monotonic() + duration if duration else None

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import pytest
+from daemon_helpers import run_cli, write_ini
 
 from conftest import Collector, wait_for
+from radlogger.daemon import EXIT_LOSS
 from radlogger.losses import LossReport, describe_losses, total_lost
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
@@ -107,3 +110,25 @@ def test_pipeline_warns_at_the_first_inbox_drop(pipeline: Pipeline,
     pipeline.stop(5.0)
     snap = pipeline.snapshot()
     assert "lost" in describe_losses(snap) and total_lost(snap) == sink.stats.dropped
+
+
+def test_batch_run_that_lost_data_exits_3(tmp_path: Path) -> None:
+    """``--once`` whose only endpoint rejects every measurement (a spectrum sink fed scalars):
+    the loss is a WARNING at the first drop, the final line says it, and the exit code is 3."""
+    ini = write_ini(tmp_path / "lossy.ini", f"""
+        [device:gen]
+        driver = synthetic
+        rate = 0
+        count = 100
+
+        [endpoint:spec]
+        type = spectrum
+        subscribe = gen
+        directory = {tmp_path / "spec"}
+        """)
+    result = run_cli("run", "-c", str(ini), "--once", timeout=60)
+    assert result.returncode == EXIT_LOSS, result.stderr[-2000:]
+    assert "endpoint spec: endpoint failed, 1 dropped" in result.stderr
+    final = next(line for line in result.stderr.splitlines() if "final stats" in line)
+    assert " WARNING " in final and "lost 100 measurements: endpoint spec endpoint failed 100" \
+        in final
