@@ -300,13 +300,14 @@ class Daemon:
 
     def log_stats(self, final: bool = False) -> None:
         line = self.summary()
-        lost = describe_losses(self.pipeline.snapshot()) if self.pipeline is not None else ""
-        if final and lost:
+        snap = self.pipeline.snapshot() if self.pipeline is not None else None
+        lost = describe_losses(snap) if final and snap is not None else ""
+        if lost:
             log.warning("final stats: %s; %s", lost, line)
         else:
             log.info("%s%s", "final stats: " if final else "stats: ", line)
-        if self.pipeline is not None and not final:
-            self.pipeline.losses.poll(self.pipeline.snapshot())
+        if self.pipeline is not None and snap is not None and not final:
+            self.pipeline.losses.poll(snap)
         if not final:
             sd_notify(f"STATUS={line[:200]}")
 
