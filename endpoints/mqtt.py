@@ -80,33 +80,25 @@ class MQTTEndpoint(Endpoint):
                              on_publish=self._confirm)
         self.link.start()
 
-    def _give_up_before(self, deadline: float) -> None:
-        """Stop waiting for an absent broker a little before ``deadline``, leaving time to
-        count what could not be sent (else the base class would count the whole batch in
-        flight as a shutdown drop, and the pipeline's flush would wait for it in vain)."""
-        self._give_up_at = deadline - min(0.5, max(0.0, deadline - time.monotonic()) / 4)
+    def deadline(self, at: float | None) -> None:
+        """Stop waiting for an absent broker a little before ``at``, leaving time to count
+        what could not be sent (else the base class would count the whole batch in flight as
+        a shutdown drop, and the pipeline's flush would wait for it in vain).  ``None``: a
+        reload goes on, buffer through outages again."""
+        if at is None:
+            self._give_up_at = None
+            return
+        self._give_up_at = at - min(0.5, max(0.0, at - time.monotonic()) / 4)
         self._wake()
 
-    def flush_for_stop(self, deadline: float) -> bool:
-        self._give_up_before(deadline)
-        try:
-            return super().flush_for_stop(deadline)
-        finally:
-            self._give_up_at = None  # a reload goes on: buffer through outages again
-
-    def stop(self, deadline: float) -> None:
-        self._give_up_before(deadline)
-        super().stop(deadline)
-
-    @property
-    def idle(self) -> bool:
-        """Also True while only waiting for an unreachable broker.
+    def stalled(self) -> bool:
+        """True while only waiting for an unreachable broker.
 
         The pipeline's stop waits for every endpoint to go idle before it stops them; waiting
-        for a broker that is down cannot drain anything, so we let the stop go on: our
-        :meth:`stop` then counts what could not be sent, within the deadline.
+        for a broker that is down cannot drain anything, so we let the stop go on: the base's
+        stop then counts what could not be sent, within the deadline.
         """
-        return super().idle or self._stalled
+        return self._stalled
 
     def close(self) -> None:
         if self.link is not None:

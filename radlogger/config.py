@@ -52,7 +52,7 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
     Option("batch_max", int, 8192, "most measurements the broker takes from the queue at once",
            min=1),
     Option("pool_workers", int, 2, "threads of the shared pool that runs endpoints with "
-           "mode = pool", min=1),
+           "mode = shared", min=1),
     Option("shutdown_deadline", float, 10.0, "seconds allowed at stop (and per reload step) to "
            "drain the queue and inboxes; what misses it is counted as dropped", min=0),
     Option("stats_interval", float, 60.0, "seconds between one-line stats summaries in the log "

@@ -191,6 +191,11 @@ class Device(Configurable):
         self._thread = threading.Thread(target=self._run, name=f"device:{self.name}", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Ask the driver thread to stop, without waiting (the pipeline asks every device
+        first, so they stop in parallel)."""
+        self._stop.set()
+
     def stop(self, timeout: float | None = None) -> bool:
         """Ask the driver thread to stop and wait up to ``timeout``; True if it stopped."""
         self._stop.set()

@@ -112,10 +112,10 @@ class Pipeline:
         if endpoint.name in self.endpoints or endpoint.name in self.devices:
             raise ValueError(f"duplicate name {endpoint.name!r}")
         patterns = list(subscribe if subscribe is not None else endpoint.settings.subscribe)
-        if endpoint.settings.mode == "pool" and self._pool is None:
+        if endpoint.mode == "shared" and self._pool is None:
             self._pool = ThreadPoolExecutor(self.pool_workers, thread_name_prefix="endpoint-pool")
         endpoint.bind(self.outlet(endpoint.name), self.broker.has_demand,
-                      self._pool if endpoint.settings.mode == "pool" else None)
+                      self._pool if endpoint.mode == "shared" else None)
         endpoint.stats.on_first_drop = self.losses.first_drop
         self._producer(endpoint.name).role = "output of endpoint"
         self.endpoints[endpoint.name] = endpoint
@@ -177,7 +177,7 @@ class Pipeline:
         """Ordered, idempotent stop; True if everything drained before the deadline."""
         deadline = time.monotonic() + deadline_s
         for device in self.devices.values():
-            device._stop.set()  # ask all first so they stop in parallel
+            device.request_stop()  # ask all first so they stop in parallel
         for device in self.devices.values():
             if not device.stop(max(0.0, deadline - time.monotonic())):
                 log.error("device %s did not stop before the deadline", device.name)
@@ -205,7 +205,7 @@ class Pipeline:
         producers = {name: s.snapshot() for name, s in list(self.producers.items())}
         endpoints: dict[str, Any] = {}
         for name, e in list(self.endpoints.items()):
-            e.stats.inbox_depth = len(e._inbox)
+            e.stats.inbox_depth = e.inbox_depth
             endpoints[name] = e.stats.snapshot()
             endpoints[name]["kind"] = e.kind
         for name, d in self.devices.items():

@@ -34,6 +34,7 @@ from .endpoint import Endpoint, EndpointState
 from .measurement import Measurement
 from .options import Option
 from .poolproc import Collector, ProcessWorker, load_endpoint_class
+from .processing import PublishingEndpoint
 
 __all__ = ["EndpointPool", "ThreadWorker"]
 
@@ -144,7 +145,7 @@ class ThreadWorker:
         self.alive = False
 
 
-class EndpointPool(Endpoint):
+class EndpointPool(PublishingEndpoint):
     kind = "pool"
     summary = "runs an endpoint type on N worker threads or processes (e.g. FFT on all cores)"
     options = (

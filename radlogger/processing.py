@@ -20,7 +20,7 @@ This module is core: it knows nothing of any device or endpoint plugin.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from .broker import TOPIC_RE
@@ -28,7 +28,7 @@ from .endpoint import Endpoint
 from .measurement import Measurement
 from .options import Option, OptionError, merge_options
 
-__all__ = ["ProcessingEndpoint", "check_output", "derive_topic"]
+__all__ = ["PublishingEndpoint", "ProcessingEndpoint", "check_output", "derive_topic"]
 
 
 def check_output(key: str, template: str, example: str = "{quantity}_out") -> str:
@@ -64,7 +64,42 @@ def derive_topic(topic: str, template: str) -> str:
     return f"{device}.{template.format(quantity=quantity)}"
 
 
-class ProcessingEndpoint(Endpoint):
+def _nothing_listens(topic: str) -> bool:
+    return False  # not attached to a pipeline
+
+
+class PublishingEndpoint(Endpoint):
+    """Base of endpoints that put measurements back into the pipeline.
+
+    The pipeline gives it an outlet (its output goes past the queue's bound, so a processing
+    chain never waits on the broker that feeds it) and the broker's transitive demand question.
+    """
+
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        self._outlet: Any = None
+        self._demand: Callable[[str], bool] = _nothing_listens
+
+    def attach_outlet(self, outlet: Any, has_subscribers: Callable[[str], bool]) -> None:
+        self._outlet = outlet
+        self._demand = has_subscribers
+
+    def publish(self, m: Measurement) -> bool:
+        """Put a derived measurement back into the pipeline."""
+        if self._outlet is None:
+            raise RuntimeError(f"endpoint {self.name} is not attached to a pipeline")
+        return bool(self._outlet.push(m))
+
+    def has_subscribers(self, topic: str) -> bool:
+        """Whether anything will use ``topic``: processing endpoints skip work when not.
+
+        Transitive: a subscriber that is itself a lazy processing endpoint (it implements
+        ``wants(topic)``) counts only if something consumes its own output.
+        """
+        return self._demand(topic)
+
+
+class ProcessingEndpoint(PublishingEndpoint):
     """Base of endpoints that publish derived measurements on ``<device>.<output>``.
 
     A subclass sets :attr:`output_default` (e.g. ``"{quantity}_norm"`` or ``"spectrum"``),

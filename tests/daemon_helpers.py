@@ -35,6 +35,7 @@ import click
 
 from radlogger.device import Device
 from radlogger.endpoint import Endpoint
+from radlogger.processing import PublishingEndpoint
 from radlogger.options import Option
 
 
@@ -83,7 +84,7 @@ class Undeclared(Device):
         self.wait(0.2)
 
 
-class Doubler(Endpoint):
+class Doubler(PublishingEndpoint):
     kind = "doubler"
     summary = "test processing endpoint: republishes values times two"
     produces = ("{topic}_x2",)

@@ -271,7 +271,7 @@ def test_idle_daemon_uses_no_cpu(tmp_path: Path) -> None:
         [endpoint:sink]
         type = null
         subscribe = quiet
-        mode = pool
+        mode = shared
         [endpoint:log]
         type = log
         subscribe = quiet

@@ -14,6 +14,7 @@ from radlogger.endpoint import Endpoint, EndpointState
 from radlogger.endpoints.null import NullEndpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
+from radlogger.processing import PublishingEndpoint
 
 
 class SlowEndpoint(NullEndpoint):
@@ -41,7 +42,7 @@ class FlakyEndpoint(Endpoint):
         self.seen.append(m.value)
 
 
-class Doubler(Endpoint):
+class Doubler(PublishingEndpoint):
     """A processing endpoint: publishes value*2 on <topic>_x2 when someone listens."""
 
     kind = "doubler"
@@ -165,7 +166,7 @@ def test_pool_mode_delivers_everything_in_order() -> None:
     p = Pipeline(pool_workers=2)
     devs = [p.add_device(SyntheticDevice(f"d{i}", rate=0, count=3000, pattern="counter"))
             for i in range(3)]
-    sinks = [p.add_endpoint(NullEndpoint(f"s{i}", mode="pool", batch_max=64), subscribe=["*"])
+    sinks = [p.add_endpoint(NullEndpoint(f"s{i}", mode="shared", batch_max=64), subscribe=["*"])
              for i in range(3)]
     run_to_end(p, *devs)
     for s in sinks:
@@ -285,7 +286,7 @@ def test_subscription_cycles_count_as_demand() -> None:
     assert a.has_subscribers("x.v_x2")  # terminates, conservatively demanded
 
 
-class Summer(Endpoint):
+class Summer(PublishingEndpoint):
     """Holds a running sum and publishes it only when flushed (like a partial integration)."""
 
     kind = "summer"
@@ -358,7 +359,7 @@ def test_a_worker_outliving_the_deadline_counts_each_measurement_once() -> None:
             raise ValueError("bad")
 
         def close(self) -> None:
-            closes.append(self._state.value)
+            closes.append(self.state.value)
 
     p = Pipeline()
     ep = p.add_endpoint(SlowFailing("e", batch_max=10, max_errors=1, on_error="restart"), ["d"])
@@ -366,7 +367,7 @@ def test_a_worker_outliving_the_deadline_counts_each_measurement_once() -> None:
     out = p.outlet("d")
     for i in range(20):
         out.push(Measurement("d", "d.v", i))
-    wait_for(lambda: ep.stats.received == 20 and ep._in_flight)
+    wait_for(lambda: ep.stats.received == 20 and ep.inbox.in_flight)
     assert not p.stop(0.05)
     release.set()
     wait_for(lambda: ep.state is EndpointState.STOPPED, message="worker finished late")

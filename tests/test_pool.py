@@ -17,9 +17,10 @@ from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError
 from radlogger.pipeline import Pipeline
 from radlogger.pool import EndpointPool
+from radlogger.processing import PublishingEndpoint
 
 
-class Doubler(Endpoint):
+class Doubler(PublishingEndpoint):
     """Publishes ``2 * value`` on ``<topic>_x2``; a poison value crashes it (raise or exit)."""
 
     kind = "test_doubler"

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from radlogger.endpoint import Endpoint
 from radlogger.isolation import PipelineProcess, StageSpec
 from radlogger.isolation.child import load_stage_class
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError
+from radlogger.processing import PublishingEndpoint
 
 __all__ = ["IsolatedEndpoint", "parse_stages", "chain_produces"]
 
@@ -109,7 +109,7 @@ def chain_produces(specs: list[StageSpec], forward: list[str]) -> tuple[str, ...
                                for t in chosen))
 
 
-class IsolatedEndpoint(Endpoint):
+class IsolatedEndpoint(PublishingEndpoint):
     kind = "isolated"
     summary = "runs a chain of endpoints (e.g. lag_normalize, lag_fft, integrate) in a " \
               "supervised child process"
