@@ -90,6 +90,11 @@ class Broker:
         self._thread: threading.Thread | None = None
         self._stop = False
         self._abandon = False
+        #: set once the stop deadline has passed: endpoints stop making the broker wait
+        self.abandoned = threading.Event()
+        #: backpressure: endpoints make the broker wait for room in a full inbox (block mode,
+        #: or a source that waits for room is attached); set by the pipeline
+        self.wait_for_room = False
         self.busy = False
         self.publish_errors = 0
         self.batches = 0
@@ -97,7 +102,8 @@ class Broker:
 
     # ---------------------------------------------------------------- subscriptions
     def subscribe(self, owner: Any, pattern: str, listener: Callable[..., None]) -> None:
-        """Route topics matching ``pattern`` to ``listener(batch)``."""
+        """Route topics matching ``pattern`` to ``listener(batch, wait)``: ``wait`` asks the
+        listener to wait for room (backpressure) rather than drop."""
         problem = validate_pattern(pattern)
         if problem:
             raise ValueError(problem)
@@ -193,6 +199,7 @@ class Broker:
         known = self._known_topics
         has = self.has_subscribers
         count = self._count_published
+        wait = self.wait_for_room
         for topic, run in groupby(batch, _topic_of):
             items = list(run)
             if topic not in known:
@@ -207,7 +214,7 @@ class Broker:
             routed = has(topic)
             if routed:
                 try:
-                    send(topic, batch=items)
+                    send(topic, batch=items, wait=wait)
                 except Exception as exc:  # noqa: BLE001 - one topic must not sink the batch
                     self.publish_errors += 1
                     log.error("broker: publishing %d measurements on %s failed: %s: %s",
@@ -259,6 +266,7 @@ class Broker:
     def start(self) -> None:
         self._stop = False
         self._abandon = False
+        self.abandoned.clear()
         self._thread = threading.Thread(target=self._run, name="broker", daemon=True)
         self._thread.start()
 
@@ -277,6 +285,7 @@ class Broker:
         if not self._thread.is_alive():
             return True
         self._abandon = True
+        self.abandoned.set()
         self.queue.interrupt()
         self._thread.join(grace)
         if self._thread.is_alive():

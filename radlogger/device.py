@@ -112,6 +112,10 @@ class Device(Configurable):
                min=0, max=0.99),
         Option("max_retries", int, 0, "reconnect attempts before the device is marked failed "
                "(0 = forever)", min=0),
+        Option("on_full", str, "auto", "when the queue is full: wait for room (throttle the "
+               "source, lose nothing), or drop as queue_policy says; auto waits for a finite "
+               "source (a replay, a counted run) and drops for a live one",
+               choices=("auto", "wait", "drop")),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
@@ -144,6 +148,14 @@ class Device(Configurable):
         """True when the source can end by itself (raises DeviceDone): replays, counted runs.
         ``radloggerd run --once`` waits for the finite devices and ignores the others."""
         return False
+
+    @property
+    def waits_for_room(self) -> bool:
+        """Whether this source is throttled by a full queue instead of losing data: a finite
+        source by default (it can wait; nothing is gained by dropping its data), a live one
+        (UDP frames, a streaming instrument) only if asked to (``on_full = wait``)."""
+        choice = self.settings.on_full
+        return choice == "wait" or (choice == "auto" and self.finite)
 
     def topics(self) -> list[str]:
         """Topics this device publishes (for ``check``/``graph`` and subscription warnings)."""

@@ -63,6 +63,10 @@ class Endpoint(Configurable):
         Option("on_error", str, "restart", "after max_errors consecutive errors",
                choices=("continue", "restart", "fail")),
         Option("max_errors", int, 10, "consecutive errors that trigger on_error", min=1),
+        Option("full_timeout", float, 10.0, "with backpressure (queue_policy = block, or a "
+               "finite source) the broker waits this long for room in a full inbox; then the "
+               "endpoint counts as stalled and what does not fit is dropped (endpoint_stalled) "
+               "until it takes again", min=0.001, max=3600),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
@@ -78,6 +82,7 @@ class Endpoint(Configurable):
             self.mode = "shared"
         self.inbox_size: int = s.inbox_size
         self.batch_max: int = s.batch_max
+        self.full_timeout: float = s.full_timeout
         self.inbox = Inbox(s.inbox_size, self.stats, s.inbox_policy == "drop_oldest")
         self.policy = ErrorPolicy(name, self.kind, s.on_error, s.max_errors)
         self._work = threading.Lock()  # one batch (or flush) at a time, whoever runs it
@@ -138,9 +143,9 @@ class Endpoint(Configurable):
         self.attach_outlet(outlet, has_subscribers)
         self._executor = executor
 
-    def offer(self, batch: list[Measurement], wait_until: float | None = None) -> None:
+    def offer(self, batch: list[Measurement], wait: bool = False) -> None:
         """Called by the broker thread (through PyPubSub) with one topic's batch; with
-        ``wait_until`` a full inbox makes the broker wait for room until then."""
+        ``wait`` a full inbox makes the broker wait for room, up to ``full_timeout``."""
         if batch is self._last_batch:
             return  # the same publish reached us again through a parent topic
         self._last_batch = batch
@@ -148,7 +153,7 @@ class Endpoint(Configurable):
         if self._state is EndpointState.FAILED:
             self.stats.drop(DropReason.ENDPOINT_FAILED, len(batch))
             return
-        self.inbox.put(batch, wait_until)
+        self.inbox.put(batch, time.monotonic() + self.full_timeout if wait else None)
 
     def start(self) -> None:
         self.inbox.reset()

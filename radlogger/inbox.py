@@ -53,6 +53,10 @@ class Inbox:
         #: the broker waits in put() for room (backpressure)
         self.full_waiters = 0
         self.waited_s = 0.0
+        #: a wait for room timed out: later puts do not wait again until the runner takes
+        self.stalled = False
+        #: set when the pipeline's stop deadline has passed: nobody waits for room any more
+        self.cancel: threading.Event | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -62,15 +66,26 @@ class Inbox:
         """Append ``batch``; returns True if anything was dropped.
 
         With ``wait_until`` (a ``time.monotonic()`` deadline) a full inbox makes the caller wait
-        for room until then, and only what still does not fit is dropped.
+        for room until then, handing over what fits as room appears (a batch larger than the
+        inbox too); only what is left at the deadline is dropped, and the inbox is marked
+        stalled: later puts do not wait again until the runner takes (``endpoint_stalled``).
         """
         stats = self.stats
         items = self.items
-        n = len(batch)
+        reason = DropReason.INBOX_FULL
         with self.cond:
             room = self.size - len(items)
-            if n > room and wait_until is not None:
-                room = self._wait_for_room(min(n, self.size), wait_until)
+            if len(batch) > room and wait_until is not None:
+                if not self.stalled:
+                    batch = self._hand_over(batch, wait_until)
+                    room = self.size - len(items)
+                    self.stalled = len(batch) > room and not self.stopping \
+                        and not self._cancelled()
+                if self.stalled:
+                    reason = DropReason.ENDPOINT_STALLED
+                elif self._cancelled():
+                    reason = DropReason.SHUTDOWN  # the stop deadline passed while waiting
+            n = len(batch)
             if n <= room:
                 items.extend(batch)
             elif self.drop_oldest:
@@ -78,15 +93,15 @@ class Inbox:
                 for _ in range(evict):
                     items.popleft()
                 if evict:
-                    stats.drop(DropReason.INBOX_FULL, evict)
+                    stats.drop(reason, evict)
                 keep = batch[-self.size:]
                 if len(keep) < n:
-                    stats.drop(DropReason.INBOX_FULL, n - len(keep))
+                    stats.drop(reason, n - len(keep))
                 items.extend(keep)
             else:
                 if room > 0:
                     items.extend(batch[:room])
-                stats.drop(DropReason.INBOX_FULL, n - max(room, 0))
+                stats.drop(reason, n - max(room, 0))
             overflowed = n > room
             depth = len(items)
             if depth > stats.inbox_high_water:
@@ -96,13 +111,29 @@ class Inbox:
             yield_gil()  # let the endpoint's runner take the GIL and catch up
         return overflowed
 
+    def _hand_over(self, batch: list[Measurement], until: float) -> list[Measurement]:
+        """Under ``cond``: put what fits, wait for room, repeat; returns what is left when
+        the wait ends (the deadline, a stop)."""
+        items = self.items
+        i, n = 0, len(batch)
+        while True:
+            fit = min(self.size - len(items), n - i)
+            if fit > 0:
+                items.extend(batch[i:i + fit])
+                i += fit
+                depth = len(items)
+                if depth > self.stats.inbox_high_water:
+                    self.stats.inbox_high_water = depth
+            if i >= n or self._wait_for_room(1, until) <= 0:
+                return batch[i:]
+
     def _wait_for_room(self, need: int, until: float) -> int:
         """Under ``cond``: wait until ``need`` fit (or the runner stops, or ``until``)."""
         t0 = time.monotonic()
         self.full_waiters += 1
         try:
             while self.size - len(self.items) < need and not self.stopping \
-                    and not self.abandoned:
+                    and not self.abandoned and not self._cancelled():
                 left = until - time.monotonic()
                 if left <= 0:
                     break
@@ -112,6 +143,9 @@ class Inbox:
             self.full_waiters -= 1
             self.waited_s += time.monotonic() - t0
         return self.size - len(self.items)
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
     def _wake(self, depth: int) -> None:
         """Under ``cond``: make sure someone will take what is there."""
@@ -128,6 +162,7 @@ class Inbox:
         n = len(items)
         take = n if n <= batch_max else batch_max
         self.in_flight = take  # first: the pipeline's idle check must never see neither
+        self.stalled = False  # it takes again: worth waiting for next time
         if take == n:
             batch = list(items)
             items.clear()

@@ -24,6 +24,8 @@ FIXES: dict[str, str] = {
     "queue_full": "queue_size = {queue_size}; raise it, or set queue_policy = block",
     "inbox_full": "inbox_size = {inbox_size}; raise it, or set queue_policy = block",
     "endpoint_failed": "the endpoint raised; its error is logged",
+    "endpoint_stalled": "the endpoint took nothing for full_timeout = {full_timeout} s while the "
+                        "broker waited; it is stuck or far too slow, its error is logged",
     "shutdown": "shutdown_deadline = {shutdown_deadline}; raise it to let the pipeline drain",
     "child_crashed": "a worker process died; its error is logged",
     "too_many_topics": "raise max_topics",

@@ -95,15 +95,41 @@ class Pipeline:
             stats.unrouted += n
 
     def outlet(self, name: str) -> Outlet:
-        """A push handle for a producer named ``name`` (devices, processing endpoints, tests)."""
+        """A push handle for a producer named ``name`` (live devices, tests): the queue's
+        overflow policy applies."""
         return Outlet(self.queue.put, self._producer(name), self.queue.put_many)
+
+    def waiting_outlet(self, device: Device) -> Outlet:
+        """For a source that waits for room instead of losing data (a finite one): it is
+        throttled to the pipeline's pace and gives up, counted, only when it is stopped."""
+        q = self.queue
+
+        def stopping() -> bool:
+            return device.stopping
+        return Outlet(lambda m: q.put_wait(m, None, stopping), self._producer(device.name),
+                      lambda ms: q.put_many_wait(ms, None, stopping))
+
+    def derived_outlet(self, name: str) -> Outlet:
+        """For a processing endpoint: its output goes past the queue's bound and never waits,
+        so in block mode the broker (waiting on the endpoint's inbox) and the endpoint (which
+        would wait on the queue only the broker empties) cannot wait on each other."""
+        return Outlet(self.queue.put_derived_one, self._producer(name), self.queue.put_derived)
+
+    def _update_backpressure(self) -> None:
+        """The broker waits for room in endpoint inboxes when the queue policy is block or a
+        source that waits for room is attached: else a throttled source would only move the
+        loss from the queue to the inboxes."""
+        self.broker.wait_for_room = (self.queue.overflow is Overflow.BLOCK or any(
+            d.waits_for_room for d in self.devices.values()))
 
     # ---------------------------------------------------------------- composition
     def add_device(self, device: Device) -> Device:
         if device.name in self.devices or device.name in self.endpoints:
             raise ValueError(f"duplicate name {device.name!r}")
-        device.outlet = self.outlet(device.name)
+        device.outlet = (self.waiting_outlet(device) if device.waits_for_room
+                         else self.outlet(device.name))
         self.devices[device.name] = device
+        self._update_backpressure()
         if self.running:
             device.start()
         return device
@@ -114,7 +140,8 @@ class Pipeline:
         patterns = list(subscribe if subscribe is not None else endpoint.settings.subscribe)
         if endpoint.mode == "shared" and self._pool is None:
             self._pool = ThreadPoolExecutor(self.pool_workers, thread_name_prefix="endpoint-pool")
-        endpoint.bind(self.outlet(endpoint.name), self.broker.has_demand,
+        endpoint.inbox.cancel = self.broker.abandoned
+        endpoint.bind(self.derived_outlet(endpoint.name), self.broker.has_demand,
                       self._pool if endpoint.mode == "shared" else None)
         endpoint.stats.on_first_drop = self.losses.first_drop
         self._producer(endpoint.name).role = "output of endpoint"
@@ -128,6 +155,7 @@ class Pipeline:
     def remove_device(self, name: str, timeout: float = 5.0) -> None:
         device = self.devices.pop(name)
         device.stop(timeout)
+        self._update_backpressure()
 
     def remove_endpoint(self, name: str, deadline: float) -> None:
         """Unsubscribe (between two broker batches, so no batch is half delivered), drain, close."""

@@ -54,6 +54,8 @@ class DropReason(str, enum.Enum):
 
     QUEUE_FULL = "queue_full"
     INBOX_FULL = "inbox_full"
+    #: backpressure: the broker waited its timeout for room in a stuck endpoint's inbox
+    ENDPOINT_STALLED = "endpoint_stalled"
     ENDPOINT_FAILED = "endpoint_failed"
     SHUTDOWN = "shutdown"
 
@@ -133,27 +135,48 @@ class LocklessQueue(Generic[T]):
             self._wake()
         return accepted
 
-    def put_wait(self, item: T, timeout: float | None = None) -> bool:
+    def put_wait(self, item: T, timeout: float | None = None,
+                 abort: Callable[[], bool] | None = None) -> bool:
         """Enqueue ``item``, waiting for room whatever the overflow policy (a finite source:
-        throttled, never dropped).  Gives up, counted, only when the queue is closed or
-        ``timeout`` passes."""
+        throttled, never dropped).  Gives up, counted, only when the queue is closed, ``abort()``
+        says so (the device is being stopped: ``shutdown``) or ``timeout`` passes."""
         dq = self._dq
         if len(dq) >= self.capacity:
-            with self._room:
-                self._blocked += 1
-                try:
-                    self._room.wait_for(lambda: len(dq) < self.capacity or self._closed, timeout)
-                finally:
-                    self._blocked -= 1
-            if self._closed or len(dq) >= self.capacity:
-                self._drop(item, DropReason.SHUTDOWN if self._closed else DropReason.QUEUE_FULL)
-                return False
+            return self._wait_then_put(item, timeout, abort)
         dq.append(item)
         if self._sleeping:
             self._wake()
         return True
 
-    def put_many_wait(self, items: Iterable[T], timeout: float | None = None) -> int:
+    def _wait_then_put(self, item: T, timeout: float | None,
+                       abort: Callable[[], bool] | None) -> bool:
+        dq = self._dq
+        end = None if timeout is None else time.monotonic() + timeout
+        aborted = False
+        with self._room:
+            self._blocked += 1
+            try:
+                while len(dq) >= self.capacity and not self._closed:
+                    if abort is not None and abort():
+                        aborted = True
+                        break
+                    left = 0.1 if end is None else min(0.1, end - time.monotonic())
+                    if left <= 0:
+                        break
+                    self._room.wait(left)  # sliced: abort() is polled, nobody notifies it
+            finally:
+                self._blocked -= 1
+        if self._closed or aborted or len(dq) >= self.capacity:
+            full = not (self._closed or aborted)
+            self._drop(item, DropReason.QUEUE_FULL if full else DropReason.SHUTDOWN)
+            return False
+        dq.append(item)
+        if self._sleeping:
+            self._wake()
+        return True
+
+    def put_many_wait(self, items: Iterable[T], timeout: float | None = None,
+                      abort: Callable[[], bool] | None = None) -> int:
         """:meth:`put_wait` for a chunk: fills the room there is, waits for more."""
         dq = self._dq
         items = list(items)
@@ -166,10 +189,10 @@ class LocklessQueue(Generic[T]):
                 if self._sleeping:
                     self._wake()
                 continue
-            if not self.put_wait(items[i], timeout):
+            if not self._wait_then_put(items[i], timeout, abort):
+                full = not self._closed and not (abort is not None and abort())
                 for item in items[i + 1:]:
-                    self._drop(item, DropReason.SHUTDOWN if self._closed
-                               else DropReason.QUEUE_FULL)
+                    self._drop(item, DropReason.QUEUE_FULL if full else DropReason.SHUTDOWN)
                 return i
             i += 1
         return len(items)
@@ -198,6 +221,20 @@ class LocklessQueue(Generic[T]):
         if self._sleeping:
             self._wake()
         return len(items)
+
+    def put_derived_one(self, item: T) -> bool:
+        """:meth:`put_derived` for one item (a processing endpoint's ``publish``)."""
+        if self._closed:
+            self._drop(item, DropReason.SHUTDOWN)
+            return False
+        dq = self._dq
+        dq.append(item)
+        over = len(dq) - self.size
+        if over > self.overshoot_high_water:
+            self.overshoot_high_water = over
+        if self._sleeping:
+            self._wake()
+        return True
 
     def _wake(self) -> None:
         ready = self._ready

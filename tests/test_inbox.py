@@ -70,8 +70,41 @@ def test_put_that_waits_in_vain_drops_at_its_deadline() -> None:
     t0 = time.monotonic()
     assert inbox.put(_batch(3, 2), wait_until=t0 + 0.2)
     assert time.monotonic() - t0 >= 0.2
-    assert stats.snapshot()["dropped_by_reason"] == {"inbox_full": 3}
-    assert inbox.waited_s >= 0.2
+    assert stats.snapshot()["dropped_by_reason"] == {"endpoint_stalled": 3}
+    assert inbox.waited_s >= 0.2 and inbox.stalled
+    # stalled: the next put does not wait again (a stuck endpoint must not stall the broker
+    # for every batch), until the runner takes something
+    t1 = time.monotonic()
+    inbox.put(_batch(1, 5), wait_until=t1 + 30)
+    assert time.monotonic() - t1 < 5
+    assert stats.snapshot()["dropped_by_reason"] == {"endpoint_stalled": 4}
+    with inbox.cond:
+        inbox.take(10)
+    assert not inbox.stalled
+
+
+def test_a_batch_larger_than_the_inbox_is_handed_over_in_parts() -> None:
+    stats = EndpointStats("e")
+    inbox = Inbox(3, stats)
+    got: list[int] = []
+    stop = threading.Event()
+
+    def runner() -> None:
+        while not stop.is_set() or inbox.items:
+            batch = inbox.next_batch(2)
+            if batch is None:
+                return
+            got.extend(m.value for m in batch)
+            inbox.done()
+
+    t = threading.Thread(target=runner)
+    t.start()
+    assert not inbox.put(_batch(50), wait_until=time.monotonic() + 30)
+    wait_for(lambda: len(got) == 50)
+    stop.set()
+    inbox.request_stop()
+    t.join(10)
+    assert got == list(range(50)) and stats.snapshot()["dropped_by_reason"] == {}
 
 
 def test_put_stops_waiting_when_the_endpoint_stops() -> None:
