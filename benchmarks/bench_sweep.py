@@ -54,7 +54,7 @@ def _overload(n: int) -> dict:
     qsize = 256 if benchutil.QUICK else 16384
     p = Pipeline(queue_size=qsize, overflow="drop_newest")
     dev = p.add_device(SyntheticDevice("syn", rate=0, count=n, pattern="constant",
-                                       array_size=256, chunk=512))
+                                       array_size=256, chunk=512, on_full="drop"))
     p.add_endpoint(_Slow("sink", inbox_size=64 if benchutil.QUICK else 4096, check_order=False),
                    subscribe=["syn"])
     res = measure(p, lambda: dev.state is DeviceState.FINISHED and p.quiescent(), ["sink"])
