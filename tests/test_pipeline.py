@@ -93,7 +93,7 @@ def test_conservation_under_overload(policy: str) -> None:
         assert snap["endpoints"]["slow"]["dropped"] == 0
         assert prod["dropped_by_reason"].get("queue_full", 0) > 0, "the workload did not overload"
     else:
-        assert snap["endpoints"]["slow"]["dropped"] > 0, "the workload did not overload the endpoint"
+        assert snap["endpoints"]["slow"]["dropped"] > 0, "endpoint not overloaded"
     assert slow.count == snap["endpoints"]["slow"]["handled"]
     assert slow.out_of_order == 0 and fast.out_of_order == 0
     assert p.balanced()
