@@ -271,7 +271,7 @@ class Daemon:
 
     def _watch_finite(self) -> None:
         """Wake the main loop when every finite device thread has ended (finished or failed)."""
-        threads = [t for d in self._finite() if (t := getattr(d, "_thread", None)) is not None]
+        threads = [t for d in self._finite() if (t := d.thread) is not None]
 
         def watch() -> None:
             for t in threads:

@@ -45,10 +45,11 @@ import serial
 
 from radlogger.device import Device, DeviceDone
 from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
-from radlogger.options import Option, OptionError
+from radlogger.options import Option, OptionError, by_reason
+from radlogger.registries import Registries
 
 from . import usb as pico_usb
-from .farm import registry
+from .farm.registry import BOARDS
 from .protocol import BITSTREAM_SIZE, CHUNK_SIZE, FIRMWARES, Event, Kind, fitness, parse_line
 from .sources import BitstreamQueue, FileSource, GeneratedSource, Job, Result, Source
 
@@ -143,7 +144,6 @@ class PicoDevice(SimulatorOwner, Device):
         elif s.farm:
             self.queue = BitstreamQueue(on_put=self._wake_reader)
             self.source = self.queue
-            registry.register(s.farm, self)
         elif s.simulate:
             self.source = GeneratedSource(s.sim_bitstreams, s.repeat)
         self.sim: SimulatorHost[Any] | None = None
@@ -176,6 +176,17 @@ class PicoDevice(SimulatorOwner, Device):
                  board.pts)
         return board.start()
 
+
+    # ---------------------------------------------------------------- pipeline lifecycle
+    def attach(self, registries: Registries) -> None:
+        """Join the farm's boards in the running pipeline (never in ``__init__``: the loader
+        and a reload build drivers that never run)."""
+        if self.settings.farm:
+            registries.register(BOARDS, self.settings.farm, self.name, self)
+
+    def detach(self, registries: Registries) -> None:
+        if self.settings.farm:
+            registries.unregister(BOARDS, self.settings.farm, self.name, self)
 
     # ---------------------------------------------------------------- discovery
     @classmethod
@@ -397,9 +408,7 @@ class PicoDevice(SimulatorOwner, Device):
         self._count_error_quietly(f"{why} line: {text!r:.80}")
 
     def _count_error_quietly(self, what: str) -> None:
-        stats = getattr(self.outlet, "stats", None)
-        if stats is not None:
-            stats.errors += 1
+        self.count_errors()
         self.last_error = what
         log.debug("device %s: %s", self.name, what)
 
@@ -462,9 +471,9 @@ class PicoDevice(SimulatorOwner, Device):
         except Exception:  # noqa: BLE001 - a consumer's bug must not stop the board
             log.exception("device %s: result callback for %s failed", self.name, job.eval_id)
 
-    def snapshot(self) -> dict[str, Any]:
-        """Driver counters for stats and the farm's device list."""
-        return {"evaluations": self.evaluations, "failures": dict(self.failures),
-                "bad_lines": dict(self.bad_lines), "uploaded_bytes": self.uploaded_bytes,
-                "serial": self.board_serial, "port": self.port_path,
-                "queued": len(self.queue) if self.queue is not None else None}
+    def counters(self) -> dict[str, int | float]:
+        """Driver counters for status and the farm's device list."""
+        return {**super().counters(), "evaluations": self.evaluations,
+                **by_reason("failures", self.failures), **by_reason("bad_lines", self.bad_lines),
+                "uploaded_bytes": self.uploaded_bytes, "cycles": self.cycles,
+                "queued": len(self.queue) if self.queue is not None else 0}
