@@ -143,11 +143,6 @@ class Device(Configurable):
         self._outlet = outlet
         self._producer = outlet.stats if isinstance(outlet, Outlet) else None
 
-    @property
-    def producer_stats(self) -> ProducerStats | None:
-        """The pipeline's counters of this device; None outside a pipeline."""
-        return self._producer
-
     def count_errors(self, n: int = 1) -> None:
         """Count ``n`` errors (bad lines, bad packets) in the pipeline's stats of this device."""
         if self._producer is not None:

@@ -101,6 +101,7 @@ class Reconfigurer:
             endpoint = self.pipeline.endpoints.pop(spec.name, None)
             if endpoint is not None:
                 self.pipeline.broker.unsubscribe_owner(endpoint)
+                self.pipeline.detach(endpoint)
             log.error("reload: endpoint %s cannot start (%s: %s); it is not running, fix it and "
                       "reload again", spec.name, type(exc).__name__, exc)
             return False
