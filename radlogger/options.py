@@ -214,8 +214,9 @@ class Configurable:
     def counters(self) -> dict[str, int | float]:
         """This plugin's own per-reason counters (bad packets, gaps, rows written ...).
 
-        The one declared way a component reports what it counts: status, ``radloggerd
-        status``, ``/metrics`` and the dashboard read it, never attributes looked up by name.
+        The one declared way a component reports what it counts: status (``/status``,
+        ``radloggerd status``, the ``radlogger.status.*`` topic) reads it, never attributes
+        looked up by name.
         Flat ``name -> number``; counts by reason are flattened with :func:`by_reason`
         (``bad_frames`` and ``bad_frames.<reason>``).  Empty by default."""
         return {}
