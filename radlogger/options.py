@@ -172,7 +172,11 @@ def resolve_options(declared: Iterable[Option], given: Mapping[str, Any],
 
 
 def by_reason(name: str, counts: Mapping[str, int]) -> dict[str, int | float]:
-    """Counts by reason, flat for ``counters()``: ``{name: total, "name.reason": n, ...}``."""
+    """Counts by reason, flat for ``counters()``: ``{name: total, "name.reason": n, ...}``.
+
+    Status reads counters from another thread than the one counting: ``dict()`` copies the
+    mapping in one step under the GIL, so a reason added meanwhile cannot break the iteration."""
+    counts = dict(counts)
     out: dict[str, int | float] = {name: sum(counts.values())}
     out.update((f"{name}.{reason}", n) for reason, n in sorted(counts.items()))
     return out
