@@ -94,9 +94,9 @@ def run_mqtt(n: int, value: Any, qos: int, port: int) -> float:
     ep = a.add_endpoint(MQTTEndpoint("mq", port=port, qos=qos, inbox_size=max(n, 65536)),
                         subscribe=["src"])
     b.start()
-    _wait(lambda: dev.status_counters()["connected"], 10)
+    _wait(lambda: dev.counters()["connected"], 10)
     a.start()
-    _wait(lambda: ep.status_counters()["connected"], 10)
+    _wait(lambda: ep.counters()["connected"], 10)
     t0 = time.perf_counter()
     _pump(a, n, value, lambda: sink.count)
     _wait(lambda: sink.count >= n)

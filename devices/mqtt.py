@@ -38,7 +38,7 @@ from radlogger.mqtt import (
     make_client,
     service,
 )
-from radlogger.options import Option
+from radlogger.options import Option, by_reason
 from radlogger.relay import Deduplicator, adopt
 from radlogger.wire import WireError, decode
 
@@ -158,19 +158,17 @@ class MQTTDevice(Device):
 
     def _bad(self, reason: str, msg: paho.MQTTMessage, exc: Exception) -> None:
         self.bad_messages[reason] += 1
-        stats = getattr(self.outlet, "stats", None)
-        if stats is not None:
-            stats.errors += 1
+        self.count_errors()
         now = time.monotonic()
         if now - self._last_bad_log >= 1.0:
             self._last_bad_log = now
             log.warning("device %s: dropped a message on %s: %s (%d bad so far)", self.name,
                         msg.topic, exc, sum(self.bad_messages.values()))
 
-    def status_counters(self) -> dict[str, Any]:
-        return {"connected": self._connected, "received": self.received,
+    def counters(self) -> dict[str, int | float]:
+        return {"connected": int(self._connected), "received": self.received,
                 "duplicates": self.dedupe.duplicates if self.dedupe else 0,
-                "bad_messages": dict(self.bad_messages)}
+                **by_reason("bad_messages", self.bad_messages)}
 
 
 def _plain_value(payload: bytes) -> Any:

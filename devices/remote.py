@@ -85,7 +85,8 @@ class RemoteDevice(Device):
     def close(self) -> None:
         self.client.close()
 
-    def status_counters(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int | float]:
         c = self.client
-        return {"cursor": c.cursor, "received": c.received, "requests": c.requests,
+        return {"cursor": -1 if c.cursor is None else c.cursor,  # -1: nothing fetched yet
+                "received": c.received, "requests": c.requests,
                 "gaps": c.gaps, "remote_lost": self.remote_lost, "resets": c.resets}

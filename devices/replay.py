@@ -104,6 +104,9 @@ class ReplayDevice(Device):
             return []
         return sorted({self.map_topic(t) for t in recorded})
 
+    def counters(self) -> dict[str, int | float]:
+        return {"emitted": self.emitted}
+
     def open(self) -> None:
         if self._it is not None:
             return

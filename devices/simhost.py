@@ -82,6 +82,11 @@ class SimulatorOwner:
 
     sim: SimulatorHost[Any] | None = None
 
+    def counters(self) -> dict[str, int | float]:
+        """The driver's counters, plus how often its simulator was started."""
+        own: dict[str, int | float] = super().counters()  # type: ignore[misc]
+        return {**own, "simulator_starts": self.sim.starts if self.sim is not None else 0}
+
     def stop(self, timeout: float | None = None) -> bool:
         stopped = bool(super().stop(timeout))  # type: ignore[misc]
         if self.sim is not None:

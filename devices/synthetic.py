@@ -51,6 +51,9 @@ class SyntheticDevice(Device):
     def finite(self) -> bool:
         return bool(self.settings.count)
 
+    def counters(self) -> dict[str, int | float]:
+        return {"emitted": self.emitted, "connects": self.connects}
+
     def open(self) -> None:
         self.connects += 1
         fail = self.settings.fail_connects

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
@@ -30,6 +31,13 @@ class LogEndpoint(Endpoint):
         Option("logger", str, "radlogger.data", "logger name (route it with logging config)"),
     )
 
+    def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
+        super().__init__(name, settings, **kw)
+        self.lines = 0  # log lines written
+
+    def counters(self) -> dict[str, int | float]:
+        return {"lines": self.lines}
+
     def open(self) -> None:
         self._log = logging.getLogger(self.settings.logger)
         self._level = logging.getLevelName(self.settings.level)
@@ -42,7 +50,9 @@ class LogEndpoint(Endpoint):
             topics = sorted({m.topic for m in batch})
             self._log.log(self._level, "%d measurements on %s; last %s = %s %s", len(batch),
                           ", ".join(topics), last.topic, describe_value(last.value), last.unit)
+            self.lines += 1
             return
         for m in batch:
             self._log.log(self._level, "%s #%d %s %s", m.topic, m.seq, describe_value(m.value),
                           m.unit)
+        self.lines += len(batch)

@@ -172,7 +172,7 @@ class LongPollEndpoint(Endpoint):
             if self.waiting and self.server is not None:
                 self.server.call_soon(self._wake)
 
-    def status_counters(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int | float]:
         return {"requests": self.requests, "served": self.served, "gaps": self.gaps,
                 "lost": self.lost, "waiting": self.waiting, "buffered": len(self.ring),
                 "buffered_bytes": self.ring.bytes, "evicted": self.ring.evicted,

@@ -221,15 +221,13 @@ class MQTTEndpoint(Endpoint):
             self.unsent += lost
             self.count_dropped("mqtt_unavailable", lost)
 
-    def status_counters(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int | float]:
         link = self.link
         return {
-            "connected": bool(link and link.connected),
-            "link_state": link.state if link else "stopped",
+            "connected": int(bool(link and link.connected)),
             "confirmed": self.confirmed, "retries": self.retries, "unsent": self.unsent,
             "in_flight": len(self._outstanding), "bytes_sent": self.bytes_sent,
             "connects": link.connects if link else 0,
             "disconnects": link.disconnects if link else 0,
             "connect_failures": link.connect_failures if link else 0,
-            "last_error": link.last_error if link else "",
         }

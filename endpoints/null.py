@@ -25,6 +25,9 @@ class NullEndpoint(Endpoint):
         self.last_seq: dict[str, int] = {}
         self.latencies_ns: list[int] = []
 
+    def counters(self) -> dict[str, int | float]:
+        return {"count": self.count, "out_of_order": self.out_of_order}
+
     def handle_batch(self, batch: list[Measurement]) -> None:
         if self.settings.check_order:
             last = self.last_seq

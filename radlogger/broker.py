@@ -33,6 +33,7 @@ from typing import Any
 from pubsub.core.publisher import Publisher
 
 from .measurement import Measurement
+from .options import Configurable
 from .queue import LocklessQueue
 
 __all__ = ["Broker", "pattern_matches", "is_glob", "validate_pattern", "TOPIC_RE"]
@@ -147,8 +148,8 @@ class Broker:
     def has_demand(self, topic: str) -> bool:
         """Whether some subscriber of ``topic`` will actually use it (transitive laziness).
 
-        A subscriber counts as demand unless it offers the optional capability
-        ``wants(topic) -> bool`` and that says no: a processing endpoint answers from the
+        A subscriber counts as demand unless its declared ``Configurable.wants(topic)`` says
+        no (a subscriber that is no plugin always counts): a processing endpoint answers from the
         demand for its own output, so in ``fft -> calibrate -> sink`` removing the sink idles
         both processors.  A subscription cycle, or a chain deeper than 16, counts as demand.
         """
@@ -165,8 +166,7 @@ class Broker:
                 for pattern, owner, _ in self._patterns:
                     if not pattern_matches(pattern, topic):
                         continue
-                    wants = getattr(owner, "wants", None)
-                    if wants is None or wants(topic):
+                    if not isinstance(owner, Configurable) or owner.wants(topic):
                         demand = True
                         break
             finally:

@@ -147,8 +147,7 @@ def run(ctx: click.Context, path: str | None, duration: float | None, once: bool
     config = _load(path)
     daemon = Daemon(config, path or config.files[0], log_level=ctx.obj["log_level"],
                     stats_json=stats_json)
-    if once and not any(getattr(spec.instance, "finite", True)
-                        for spec in config.devices.values()):
+    if once and not any(spec.instance.finite for spec in config.devices.values()):
         fail("--once needs at least one finite device (every configured device runs "
              "forever); use --duration instead")
     from .config import ConfigError

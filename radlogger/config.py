@@ -262,7 +262,7 @@ def _plugin_section(role: str, name: str, s: Section) -> PluginSection:
     try:
         instance = cls(name, raw)
     except (OptionError, ValueError, TypeError) as exc:
-        key = getattr(exc, "key", None)
+        key = exc.key if isinstance(exc, OptionError) else None
         raise ConfigError(f"rejected by {plugin}: {exc}", s.file, head, key,
                           s.lines.get(key or "") or s.line) from None
     return PluginSection(role, name, plugin, cls, settings, raw, s.file, s.line, instance,

@@ -27,6 +27,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ def sd_notify(message: str) -> bool:
     return True
 
 
+#: root handlers configure_logging installed (replaced at the next call, e.g. a reload)
+_OUR_HANDLERS: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
+
+
 def configure_logging(level: str, file: str = "") -> None:
     """Root logging for the daemon: standard error (the journal) or a rotatable file."""
     root = logging.getLogger()
@@ -79,11 +84,11 @@ def configure_logging(level: str, file: str = "") -> None:
         handler = logging.StreamHandler()
         fmt = _JOURNAL_FORMAT if os.environ.get("JOURNAL_STREAM") else _LOG_FORMAT
     for old in list(root.handlers):
-        if getattr(old, "_radlogger", False):
+        if old in _OUR_HANDLERS:
             root.removeHandler(old)
             old.close()
     handler.setFormatter(logging.Formatter(fmt))
-    handler._radlogger = True  # type: ignore[attr-defined]
+    _OUR_HANDLERS.add(handler)
     root.addHandler(handler)
     root.setLevel(level)
 
@@ -271,7 +276,7 @@ class Daemon:
 
     def _watch_finite(self) -> None:
         """Wake the main loop when every finite device thread has ended (finished or failed)."""
-        threads = [t for d in self._finite() if (t := getattr(d, "_thread", None)) is not None]
+        threads = [t for d in self._finite() if (t := d.thread) is not None]
 
         def watch() -> None:
             for t in threads:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from .backoff import Backoff
 from .measurement import Measurement, now_ns
 from .options import Configurable, Option
+from .stats import ProducerStats
 
 __all__ = ["Device", "DeviceState", "DeviceDone", "Outlet"]
 
@@ -52,7 +53,7 @@ class Outlet:
 
     __slots__ = ("stats", "_put", "_put_many")
 
-    def __init__(self, put: Callable[[Measurement], bool], stats: Any,
+    def __init__(self, put: Callable[[Measurement], bool], stats: ProducerStats,
                  put_many: Callable[[list[Measurement]], int] | None = None) -> None:
         self._put = put
         self._put_many = put_many
@@ -123,11 +124,33 @@ class Device(Configurable):
         s = self.settings
         self.backoff = Backoff(s.backoff_initial, s.backoff_max, s.backoff_factor,
                                s.backoff_jitter, s.max_retries)
-        self.outlet: Pushes = _Unattached()
+        self._outlet: Pushes = _Unattached()
+        self._producer: ProducerStats | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state = DeviceState.STOPPED
         self.last_error: str = ""
+
+    @property
+    def graph_source(self) -> str:
+        """Where the data comes from outside the pipeline (``mqtt://host:1883/x/#``), for the
+        graph; empty: the instrument itself."""
+        return ""
+
+    @property
+    def outlet(self) -> Pushes:
+        """Where this device pushes (the pipeline sets it; a test may put a stand-in)."""
+        return self._outlet
+
+    @outlet.setter
+    def outlet(self, outlet: Pushes) -> None:
+        self._outlet = outlet
+        self._producer = outlet.stats if isinstance(outlet, Outlet) else None
+
+    def count_errors(self, n: int = 1) -> None:
+        """Count ``n`` errors (bad lines, bad packets) in the pipeline's stats of this device."""
+        if self._producer is not None:
+            self._producer.errors += n
 
     # ---------------------------------------------------------------- template methods
     def open(self) -> None:
@@ -156,6 +179,12 @@ class Device(Configurable):
         (UDP frames, a streaming instrument) only if asked to (``on_full = wait``)."""
         choice = self.settings.on_full
         return choice == "wait" or (choice == "auto" and self.finite)
+
+    @classmethod
+    def discover(cls) -> list[Any] | None:
+        """Hardware this driver finds (``radloggerd ports``): tty paths, or dicts with ``port``
+        and ``vid``/``pid``.  None: the driver has no discovery."""
+        return None
 
     def topics(self) -> list[str]:
         """Topics this device publishes (for ``check``/``graph`` and subscription warnings)."""
@@ -191,9 +220,8 @@ class Device(Configurable):
 
     def _set_state(self, state: DeviceState) -> None:
         self._state = state
-        stats = getattr(self.outlet, "stats", None)
-        if stats is not None:
-            stats.state = state.value
+        if self._producer is not None:
+            self._producer.state = state.value
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -229,14 +257,17 @@ class Device(Configurable):
         return not self._thread.is_alive()
 
     @property
+    def thread(self) -> threading.Thread | None:
+        """The driver thread of the last start (None before the first)."""
+        return self._thread
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def _count_error(self, what: str, exc: BaseException) -> None:
         self.last_error = f"{what}: {type(exc).__name__}: {exc}"
-        stats = getattr(self.outlet, "stats", None)
-        if stats is not None:
-            stats.errors += 1
+        self.count_errors()
         log.warning("device %s: %s", self.name, self.last_error)
 
     def _run(self) -> None:

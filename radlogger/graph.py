@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .broker import is_glob, pattern_matches
+from .options import Configurable
 
 __all__ = ["Node", "Graph", "build_graph", "graph_text", "graph_dot", "render_graph"]
 
@@ -74,9 +75,9 @@ def _overlaps(pattern: str, topic: str) -> bool:
                                      fnmatch.fnmatchcase(pattern + ".x", topic))
 
 
-def _endpoint_label(e: Any) -> str:
-    kind = getattr(e, "kind", "") or type(e).__name__
-    s = getattr(e, "settings", {})
+def _endpoint_label(e: Configurable) -> str:
+    kind = e.kind or type(e).__name__
+    s = e.settings
     if kind == "pool":
         return f"{e.name} (pool: {s.get('workers')} x {s.get('endpoint')} " \
                f"{s.get('worker_mode')}es)".replace("threades", "threads")
@@ -100,7 +101,7 @@ def build_graph(pipeline: Any, status: Any = None) -> Graph:
     for d in pipeline.devices.values():
         did = g.add(annotate(Node(f"device:{d.name}", "device",
                                   f"{d.name} ({d.kind})"), "device", d.name))
-        source = getattr(d, "graph_source", None)
+        source = d.graph_source
         if source:
             g.link(g.add(Node(f"external:{source}", "external", source)), did)
         declared = d.topics()
@@ -118,12 +119,13 @@ def build_graph(pipeline: Any, status: Any = None) -> Graph:
 
     subs: dict[str, list[str]] = {}
     for pattern, owner in pipeline.broker.subscriptions():
-        subs.setdefault(getattr(owner, "name", str(owner)), []).append(pattern)
+        subs.setdefault(owner.name if isinstance(owner, Configurable) else str(owner),
+                        []).append(pattern)
     endpoints = list(pipeline.endpoints.values())
     for e in endpoints:
         eid = g.add(annotate(Node(f"endpoint:{e.name}", "endpoint", _endpoint_label(e)),
                              "endpoint", e.name))
-        target = getattr(e, "graph_target", None)
+        target = e.graph_target
         if target:
             g.link(eid, g.add(Node(f"external:{target}", "external", target)))
 
@@ -136,7 +138,7 @@ def build_graph(pipeline: Any, status: Any = None) -> Graph:
                 if any(_overlaps(p, t) or p == t for p in subs.get(e.name, ())):
                     fed[e.name].add(t)
                     g.link(f"topic:{t}", f"endpoint:{e.name}")
-                    for template in getattr(e, "produces", ()):
+                    for template in e.produces:
                         out = _derive(template, t, e.name)
                         if out and out not in topics:
                             new.add(out)

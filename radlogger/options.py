@@ -10,9 +10,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Option", "OptionError", "resolve_options", "parse_bool", "parse_list", "Settings"]
+if TYPE_CHECKING:
+    from .registries import Registries
+
+__all__ = ["Option", "OptionError", "resolve_options", "parse_bool", "parse_list", "Settings",
+           "Configurable", "by_reason"]
 
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
@@ -167,6 +171,17 @@ def resolve_options(declared: Iterable[Option], given: Mapping[str, Any],
     return out
 
 
+def by_reason(name: str, counts: Mapping[str, int]) -> dict[str, int | float]:
+    """Counts by reason, flat for ``counters()``: ``{name: total, "name.reason": n, ...}``.
+
+    Status reads counters from another thread than the one counting: ``dict()`` copies the
+    mapping in one step under the GIL, so a reason added meanwhile cannot break the iteration."""
+    counts = dict(counts)
+    out: dict[str, int | float] = {name: sum(counts.values())}
+    out.update((f"{name}.{reason}", n) for reason, n in sorted(counts.items()))
+    return out
+
+
 class Configurable:
     """Base of devices and endpoints: a name plus settings resolved from declared options.
 
@@ -178,6 +193,18 @@ class Configurable:
     base_options: tuple[Option, ...] = ()
     options: tuple[Option, ...] = ()
 
+    # Declared capabilities, read by the graph, the broker and the sample configuration; a
+    # plugin overrides them (class attribute, instance attribute or property), nobody looks
+    # them up by name.
+    #: topic templates this component publishes, e.g. ``("{device}.spectrum",)``
+    produces: tuple[str, ...] = ()
+
+    @property
+    def graph_target(self) -> str:
+        """Where an endpoint sends data outside the pipeline (``mqtt://host:1883/x/#``), for
+        the graph; empty: nowhere outside."""
+        return ""
+
     @classmethod
     def declared_options(cls) -> tuple[Option, ...]:
         return merge_options(cls.base_options, cls.options)
@@ -188,10 +215,30 @@ class Configurable:
         self.name = name
         self.settings = resolve_options(self.declared_options(), given, ignore=("driver", "type"))
 
-    def counters(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int | float]:
         """This plugin's own per-reason counters (bad packets, gaps, rows written ...).
 
-        The one declared way a component reports what it counts: status, ``/metrics``, the
-        stats line and the dashboard read it.  Values are numbers or short strings; a nested
-        ``{reason: n}`` dict is allowed for counts by reason.  Empty by default."""
+        The one declared way a component reports what it counts: status (``/status``,
+        ``radloggerd status``, the ``radlogger.status.*`` topic) reads it, never attributes
+        looked up by name.
+        Flat ``name -> number``; counts by reason are flattened with :func:`by_reason`
+        (``bad_frames`` and ``bad_frames.<reason>``).  Empty by default."""
         return {}
+
+    def wants(self, topic: str) -> bool:
+        """Whether a measurement on ``topic`` is worth delivering here (``Broker.has_demand``).
+
+        Always for a plain consumer; a lazy processing endpoint answers from the demand for
+        its own output (``radlogger.processing``)."""
+        return True
+
+    # ---------------------------------------------------------------- pipeline lifecycle
+    def attach(self, registries: Registries) -> None:
+        """The pipeline is starting this component: register where others look it up.
+
+        The constructor only validates (the loader and a reload build instances that never
+        run); registration with the running pipeline happens here, and is undone in
+        :meth:`detach` when the component stops."""
+
+    def detach(self, registries: Registries) -> None:
+        """The pipeline stopped this component: undo :meth:`attach`."""

@@ -21,7 +21,9 @@ from .device import Device, Outlet
 from .endpoint import Endpoint
 from .losses import LossReport
 from .measurement import Measurement
+from .options import Configurable
 from .queue import DropReason, LocklessQueue, Overflow
+from .registries import Registries
 from .stats import EndpointStats, ProducerStats
 
 __all__ = ["Pipeline", "tune_gc"]
@@ -63,6 +65,8 @@ class Pipeline:
         self._lock = threading.Lock()
         self.running = False
         self.losses = LossReport(self._loss_settings)
+        #: how running components find each other (see radlogger.registries)
+        self.registries = Registries()
 
     # ---------------------------------------------------------------- accounting
     def _producer(self, name: str) -> ProducerStats:
@@ -131,6 +135,7 @@ class Pipeline:
         self.devices[device.name] = device
         self._update_backpressure()
         if self.running:
+            self.attach(device)
             device.start()
         return device
 
@@ -147,6 +152,7 @@ class Pipeline:
         self._producer(endpoint.name).role = "output of endpoint"
         self.endpoints[endpoint.name] = endpoint
         if self.running:
+            self.attach(endpoint)
             endpoint.start()
         for pattern in patterns:
             self.broker.subscribe(endpoint, pattern, endpoint.offer)
@@ -155,6 +161,7 @@ class Pipeline:
     def remove_device(self, name: str, timeout: float = 5.0) -> None:
         device = self.devices.pop(name)
         device.stop(timeout)
+        self.detach(device)
         self._update_backpressure()
 
     def remove_endpoint(self, name: str, deadline: float) -> None:
@@ -163,15 +170,31 @@ class Pipeline:
         with self.broker.paused():
             self.broker.unsubscribe_owner(endpoint)
         endpoint.stop(deadline)
+        self.detach(endpoint)
         del self.endpoints[name]
+
+    # ---------------------------------------------------------------- registration
+    def attach(self, component: Configurable) -> None:
+        """``component`` starts running here: its ``attach`` registers it (never its
+        constructor: the loader and a reload build instances that never run)."""
+        component.attach(self.registries)
+
+    def detach(self, component: Configurable) -> None:
+        """``component`` stopped (or was taken out): undo :meth:`attach`."""
+        try:
+            component.detach(self.registries)
+        except Exception:  # noqa: BLE001 - one plugin's bug must not break a stop
+            log.exception("%s: detach failed", component.name)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
         for endpoint in self.endpoints.values():
+            self.attach(endpoint)
             endpoint.start()
         self.broker.start()
         self.running = True
         for device in self.devices.values():
+            self.attach(device)
             device.start()
 
     def quiescent(self) -> bool:
@@ -222,6 +245,8 @@ class Pipeline:
                 drained = False
         for endpoint in self.endpoints.values():
             endpoint.stop(deadline)
+        for component in [*self.devices.values(), *self.endpoints.values()]:
+            self.detach(component)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

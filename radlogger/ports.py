@@ -1,8 +1,9 @@
 """``radloggerd ports``: serial ports, USB devices, and what the installed drivers recognise.
 
-Drivers opt in with a classmethod ``discover()`` returning the hardware they found: strings,
-or dicts whose ``port`` (a tty path) and ``vid``/``pid`` let this listing mark the matching
-serial port or USB device with the driver's name.  A driver that fails to load, or whose
+Drivers opt in by overriding the classmethod ``Device.discover()`` (the base returns None: no
+discovery) to return the hardware they found: strings, or dicts whose ``port`` (a tty path)
+and ``vid``/``pid`` let this listing mark the matching serial port or USB device with the
+driver's name.  A driver that fails to load, or whose
 discovery raises (no libusb, no permission), is reported with the reason; the listing goes on.
 """
 
@@ -46,12 +47,12 @@ def discovered() -> tuple[list[tuple[str, Any]], list[tuple[str, str]], list[str
         if info.cls is None:
             failed.append((info.name, f"unavailable: {info.error}"))
             continue
-        discover = getattr(info.cls, "discover", None)
-        if discover is None:
-            without.append(info.name)
-            continue
         try:
-            items = list(discover() or ())
+            declared = info.cls.discover()
+            if declared is None:
+                without.append(info.name)
+                continue
+            items = list(declared)
         except Exception as exc:  # noqa: BLE001 - discovery problems are listed, not raised
             failed.append((info.name, f"discovery failed: {type(exc).__name__}: {exc}"))
             continue

@@ -139,6 +139,10 @@ class ProcessingEndpoint(PublishingEndpoint):
         # from other endpoints' threads through wants(): a racing insert stores the same value.
         self._out: dict[str, str] = {}
 
+    def counters(self) -> dict[str, int | float]:
+        """What laziness saved; a processing kind adds its own with ``super().counters()``."""
+        return {"skipped": self.skipped, "own_outputs_ignored": self.own_outputs_ignored}
+
     def output_option(self) -> tuple[str, str]:
         """(option name, output template) as configured.  A kind that once spelled its
         output differently overrides this to keep the old option working."""

@@ -82,6 +82,9 @@ class Reconfigurer:
                 self.running[key] = spec
         for key, spec in wanted.items():  # unchanged: adopt the new section (its file may differ)
             if key in self.running and key not in fresh:
+                # ... but keep the running instance: the loader's new one only validated the
+                # section and was never started (nor attached: it registered nowhere)
+                spec.instance = self.running[key].instance
                 self.running[key] = spec
 
         done = (("added", set(fresh) - changed - set(failed)), ("removed", set(gone) - changed),
@@ -98,6 +101,7 @@ class Reconfigurer:
             endpoint = self.pipeline.endpoints.pop(spec.name, None)
             if endpoint is not None:
                 self.pipeline.broker.unsubscribe_owner(endpoint)
+                self.pipeline.detach(endpoint)
             log.error("reload: endpoint %s cannot start (%s: %s); it is not running, fix it and "
                       "reload again", spec.name, type(exc).__name__, exc)
             return False
@@ -106,6 +110,7 @@ class Reconfigurer:
 
     def _retire(self, endpoint: Any, deadline_s: float) -> None:
         endpoint.stop(time.monotonic() + deadline_s)
+        self.pipeline.detach(endpoint)
         snap = endpoint.stats.snapshot()
         snap["kind"] = endpoint.kind
         self.retired.append(snap)

@@ -31,7 +31,7 @@ class PluginInfo:
     def own_options(self) -> tuple[Option, ...]:
         if self.cls is None:
             return ()
-        base = {o.name: o for o in getattr(self.cls, "base_options", ())}
+        base = {o.name: o for o in self.cls.base_options}
         return tuple(o for o in self.cls.declared_options() if base.get(o.name) != o)
 
     @property
@@ -43,7 +43,7 @@ class PluginInfo:
 
     @property
     def summary(self) -> str:
-        return str(getattr(self.cls, "summary", "") or "") if self.cls else ""
+        return str(self.cls.summary or "") if self.cls else ""
 
     @property
     def needs_values(self) -> list[str]:
@@ -122,7 +122,7 @@ def _plugin_block(info: PluginInfo, section: str) -> list[str]:
         return [f"# [{info.role}:{section}] {kind_key} '{info.name}' is unavailable: "
                 f"{info.error}"]
     set_keys = {}
-    if info.role == "endpoint" and not getattr(info.cls, "produces", ()):
+    if info.role == "endpoint" and not info.cls.produces:
         set_keys["subscribe"] = "*"  # a sink may take everything; processors need real topics
     block = [f"[{info.role}:{section}]", *_comment(info.summary or info.name),
              f"{kind_key} = {info.name}"]

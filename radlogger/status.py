@@ -3,7 +3,7 @@
 Each device and endpoint has a state machine (``radlogger.device.DeviceState``,
 ``radlogger.endpoint.EndpointState``).  :class:`StatusTracker` samples the pipeline and turns
 that into :class:`ComponentStatus` records: the state, how long it has been in it, its counters
-(the pipeline's, plus a plugin's own ``status_counters()`` when it has one), and a ``problem``
+(the pipeline's, plus the plugin's own per-reason ``counters()``), and a ``problem``
 when something looks wrong:
 
 * **stuck**: in a transitional state (``connecting``, ``restarting``, ``stopping``, ...)
@@ -35,6 +35,7 @@ from typing import Any
 
 from .graph import build_graph, graph_dot, graph_text, render_graph
 from .measurement import Measurement
+from .options import Configurable
 
 __all__ = ["DEFAULT_TIMEOUTS", "ComponentStatus", "PipelineStatus", "StatusTracker",
            "StatusPublisher", "format_status", "add_routes", "build_graph", "graph_text",
@@ -59,6 +60,8 @@ class ComponentStatus:
     in_state_s: float
     problem: str = ""
     counters: dict[str, Any] = field(default_factory=dict)
+    #: the plugin's own counters (``Configurable.counters()``), also merged into ``counters``
+    own: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stuck(self) -> bool:
@@ -147,39 +150,40 @@ class StatusTracker:
         producers = snap["producers"]
         for name, d in list(pipeline.devices.items()):
             p = producers.get(name, {})
-            state = getattr(d.state, "value", str(d.state))
+            state = d.state.value
             key = ("device", name)
             live.add(key)
             seen = self._track(key, state, int(p.get("produced", 0)), now)
-            counters = {k: v for k, v in p.items() if k not in ("name", "state", "kind")}
-            counters.update(_extra(d))
+            own = _own(d)
+            counters = {**own, **{k: v for k, v in p.items() if k not in _NOT_COUNTERS}}
             components.append(ComponentStatus(
                 "device", name, d.kind, state, round(now - seen.since, 3),
-                self._problem("device", state, seen, now, 0, d.last_error), counters))
+                self._problem("device", state, seen, now, 0, d.last_error), counters, own))
         for name, e in list(pipeline.endpoints.items()):
             s = snap["endpoints"].get(name, {})
-            state = getattr(e.state, "value", str(e.state))
+            state = e.state.value
             key = ("endpoint", name)
             live.add(key)
             progress = int(s.get("handled", 0)) + int(s.get("dropped", 0))
             seen = self._track(key, state, progress, now)
-            counters = {k: v for k, v in s.items() if k not in ("name", "state", "kind")}
-            counters.update(_extra(e))
+            own = _own(e)
+            counters = {**own, **{k: v for k, v in s.items() if k not in _NOT_COUNTERS}}
             components.append(ComponentStatus(
                 "endpoint", name, e.kind, state, round(now - seen.since, 3),
-                self._problem("endpoint", state, seen, now, e.pending, ""), counters))
+                self._problem("endpoint", state, seen, now, e.pending, ""), counters, own))
         for key in set(self._seen) - live:
             del self._seen[key]  # removed on reload
         return PipelineStatus(time.time_ns(), components, snap["queue"])
 
 
-def _extra(component: Any) -> dict[str, Any]:
-    """A plugin's own counters (optional capability ``status_counters()``)."""
-    fn = getattr(component, "status_counters", None)
-    if fn is None:
-        return {}
+_NOT_COUNTERS = ("name", "state", "kind")
+
+
+def _own(component: Configurable) -> dict[str, int | float | str]:
+    """A plugin's own per-reason counters (``Configurable.counters()``, declared on every
+    device and endpoint).  The pipeline's counters of the same name win in ``counters``."""
     try:
-        return dict(fn())
+        return {**component.counters()}
     except Exception as exc:  # noqa: BLE001 - status must not break on a plugin's bug
         return {"status_error": f"{type(exc).__name__}: {exc}"}
 
@@ -202,8 +206,15 @@ def format_status(status: PipelineStatus) -> str:
         if c.problem:
             line += f"  !! {c.problem}"
         lines.append(line)
+        if c.own:
+            lines.append(f"{'':8} {'':{width}} " + " ".join(f"{k}={_short(v)}"
+                                                             for k, v in c.own.items()))
     lines.append("ok" if status.ok else f"{len(status.problems)} problem(s)")
     return "\n".join(lines) + "\n"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 class StatusPublisher:

@@ -140,6 +140,9 @@ def test_results_come_back_large_ones_through_shared_memory_controls_fan_out(
     snap = iso.isolation_stats()
     assert snap["sent"] == snap["shm_sent"] == 31 and snap["undelivered"] == {}
     assert snap["crashes"] == 0
+    counters = iso.counters()  # what status shows: the same accounting, flat
+    assert counters["sent"] == counters["shm_sent"] == 31 and counters["crashes"] == 0
+    assert counters["undelivered"] == 0
     assert pipeline.stop(10.0) and pipeline.balanced()
     snap = iso.isolation_stats()
     assert snap["confirmed"] == 31 and snap["lost"] == 0 and snap["state"] == "stopped"

@@ -150,7 +150,7 @@ def test_status_is_published_on_the_status_topic(pipeline: Pipeline) -> None:
     assert sine.meta["role"] == "device" and sine.meta["counters"]["produced"] >= 0
     assert by_topic["radlogger.status.lp"].meta["counters"]["buffered"] >= 0  # its own counters
     assert by_topic["radlogger.status.pipeline"].value == 0
-    assert lp.status_counters()["requests"] == 0
+    assert lp.counters()["requests"] == 0
 
 
 def _chain(p: Pipeline) -> None:

@@ -44,11 +44,16 @@ def test_status_of_a_running_daemon(tmp_path: Path) -> None:
         out = run_cli("status", "-c", str(cfg))
         assert out.returncode == 0, out.stderr
         assert "syn" in out.stdout and "health" in out.stdout and out.stdout.rstrip().endswith("ok")
+        # each plugin's own counters (Configurable.counters()) under its line
+        assert "emitted=" in out.stdout and "connects=" in out.stdout  # the synthetic device
+        assert "count=" in out.stdout and "out_of_order=" in out.stdout  # the null endpoints
         js = run_cli("status", "-c", str(cfg), "--json")
         status = json.loads(js.stdout)
         assert status["ok"] is True
         names = {c["name"] for c in status["components"]}
         assert {"syn", "health", "data"} <= names
+        syn = next(c for c in status["components"] if c["name"] == "syn")
+        assert syn["own"]["connects"] == 1 and syn["counters"]["emitted"] == syn["own"]["emitted"]
         bad = run_cli("status", "-c", str(cfg), "--token", "wrong")
         url = run_cli("status", "--url", "http://127.0.0.1:1")
         d.proc.send_signal(signal.SIGTERM)

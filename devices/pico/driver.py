@@ -5,21 +5,9 @@ chunks, follow ``Received ... / Flashing FPGA / FPGA Flash times ... / pulses: N
 ``samples: ...`` from the variance firmware), publish one measurement on ``<name>.pulses`` or
 ``<name>.variance``.  Every evaluation that does not end in a count is published on
 ``<name>.failure`` (value: the reason; meta ``ok = False``) and counted in ``failures``, so a
-store of the three topics accounts for every bitstream taken from the source:
-
-=============== ===============================================================================
-reason          what happened (the board keeps going unless noted)
-=============== ===============================================================================
-wrong_size      not 104,090 bytes: rejected before a single byte is written
-watchdog        the board timed out the transfer (``Watchdog timeout, n bytes received ...``)
-flash_failed    a configuration step reported -1; the count in meta is not trustworthy
-no_result       the board went IDLE / ready again without a result line (garbage instead)
-timeout         no result within ``result_timeout``: the port is re-opened
-upload_timeout  the board stopped taking bytes for ``write_timeout``: re-opened
-disconnected    the port failed (cable pulled) or the board said ``USB Disconnected :(``:
-                re-opened with backoff by the Device base
-stopped         the daemon stopped during the evaluation
-=============== ===============================================================================
+store of the three topics accounts for every bitstream taken from the source.  The reasons
+(``wrong_size``, ``watchdog``, ``flash_failed``, ``no_result``, ``timeout``, ``upload_timeout``,
+``disconnected``, ``stopped``) and what follows each are tabled in README.md.
 
 ``simulate = yes`` starts one simulated board (``simboard.py``: a real pty pair, the exact line
 protocol, this device's firmware, watchdog and count window) at the first connect and opens
@@ -35,8 +23,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
-import re
 import time
 import zlib
 from typing import Any
@@ -45,12 +31,14 @@ import serial
 
 from radlogger.device import Device, DeviceDone
 from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
-from radlogger.options import Option, OptionError
+from radlogger.options import by_reason
+from radlogger.registries import Registries
 
 from . import usb as pico_usb
-from .farm import registry
-from .protocol import BITSTREAM_SIZE, CHUNK_SIZE, FIRMWARES, Event, Kind, fitness, parse_line
-from .sources import BitstreamQueue, FileSource, GeneratedSource, Job, Result, Source
+from .farm.registry import BOARDS
+from .options import PICO_OPTIONS, check_settings
+from .protocol import BITSTREAM_SIZE, CHUNK_SIZE, Event, Kind, fitness, parse_line
+from .sources import BitstreamQueue, Job, Result, Source, source_for
 
 __all__ = ["PicoDevice"]
 
@@ -60,8 +48,6 @@ _IDLE, _UPLOADING, _RUNNING = "idle", "uploading", "running"
 #: most time one poll spends writing before it reads the board's lines again
 _UPLOAD_SLICE_S = 0.1
 _MAX_LINE = 65536
-#: /dev/serial/by-id/usb-tinyVision.ai_pico-ice_<serial>-if00
-_BY_ID = re.compile(r"^usb-.+_([0-9A-Fa-f]{16})-if[0-9]+$")
 
 
 class _BoardGone(ConnectionError):
@@ -76,38 +62,7 @@ class PicoDevice(SimulatorOwner, Device):
     kind = "pico"
     summary = "pico2-ice board: uploads FPGA bitstreams, publishes pulse counts or variance fitness"
     quantities = ("pulses", "variance", "failure")
-    options = (
-        Option("port", str, None, "serial port: a tty path (/dev/ttyACM0, a /dev/serial/by-id "
-               "link) or any pyserial URL (socket://host:port, rfc2217://...); or set serial, "
-               "or simulate = yes"),
-        Option("serial", str, None, "the board's USB serial number (16 hex digits), resolved to "
-               "its tty through USB discovery at every connect; instead of port"),
-        Option("baudrate", int, 115200, "baud rate (USB CDC ignores it; 1200 would reboot the "
-               "board into BOOTSEL and is refused)", min=1),
-        Option("bitstreams", str, None, "a directory of *.bin bitstreams, or one file, to "
-               "evaluate; unset: bitstreams come from the farm (or none)"),
-        Option("repeat", int, 0, "passes over the bitstreams (0 = forever)", min=0),
-        Option("farm", str, None, "name of the pico_farm device that queues bitstreams here"),
-        Option("firmware", str, "pulsecount", "firmware the board runs (farm reservations of a "
-               "state kind go to boards running it)", choices=FIRMWARES),
-        Option("watchdog", float, 2.0, "the board's transfer watchdog in seconds", min=0.001),
-        Option("count_window", float, 1.0, "the board's count window in seconds", min=0),
-        Option("result_timeout", float, 0.0, "seconds from the end of an upload to the result "
-               "before the port is re-opened (0 = watchdog + count_window + 5)", min=0),
-        Option("ready_timeout", float, 5.0, "seconds of silence without 'Waiting for bitstream "
-               "transfer' before the port is re-opened", min=0.01),
-        Option("read_timeout", float, 0.1, "serial read timeout in seconds", min=0.001, max=0.2),
-        Option("write_timeout", float, 2.0, "seconds a chunk may wait for the board to take it",
-               min=0.01),
-        Option("sysfs_root", str, "/sys", "sysfs mount (serial -> tty mapping)"),
-        Option("dev_root", str, "/dev", "device directory holding the ttys"),
-        Option("simulate", bool, False, "run one simulated board in-process on a fresh pty "
-               "(its firmware, watchdog and count_window as configured here) instead of port "
-               "or serial"),
-        Option("sim_bitstreams", int, 4, "with simulate = yes and neither bitstreams nor farm: "
-               "evaluate this many generated test bitstreams (deterministic, 104,090 bytes "
-               "each)", min=1, max=10_000),
-    )
+    options = PICO_OPTIONS
 
     #: pyusb backend for ``serial`` lookups (None: libusb); tests put a simulated one here
     usb_backend: Any = None
@@ -120,32 +75,9 @@ class PicoDevice(SimulatorOwner, Device):
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
-        s = self.settings
-        chosen = [key for key in ("port", "serial", "simulate") if s[key]]
-        if len(chosen) != 1:
-            raise OptionError(chosen[0] if chosen else "port", f"device {name}: set "
-                              "exactly one of port (a tty path or pyserial URL), serial (the "
-                              "board's USB serial number) and simulate = yes (a simulated "
-                              "board)")
-        if s.baudrate == 1200:
-            raise OptionError("baudrate", "baudrate = 1200 reboots a pico into BOOTSEL; use "
-                              "115200")
-        if s.bitstreams and s.farm:
-            raise OptionError("bitstreams", f"device {name}: bitstreams and farm exclude each "
-                              "other (the farm queues bitstreams itself)")
-        self.queue: BitstreamQueue | None = None
-        self.source: Source | None = None
-        if s.bitstreams:
-            try:
-                self.source = FileSource(s.bitstreams, s.repeat)
-            except OSError as exc:
-                raise OptionError("bitstreams", str(exc)) from None
-        elif s.farm:
-            self.queue = BitstreamQueue(on_put=self._wake_reader)
-            self.source = self.queue
-            registry.register(s.farm, self)
-        elif s.simulate:
-            self.source = GeneratedSource(s.sim_bitstreams, s.repeat)
+        s = check_settings(name, self.settings)
+        self.queue = BitstreamQueue(on_put=self._wake_reader) if s.farm else None
+        self.source: Source | None = source_for(s) if self.queue is None else self.queue
         self.sim: SimulatorHost[Any] | None = None
         if s.simulate:
             from .simboard import sim_serial
@@ -153,7 +85,7 @@ class PicoDevice(SimulatorOwner, Device):
             self.board_serial: str = sim_serial(zlib.crc32(name.encode()))
             self.sim = SimulatorHost(self, self._start_board, lambda board: board.stop())
         else:
-            self.board_serial = s.serial or self._serial_of(s.port)
+            self.board_serial = s.serial or pico_usb.serial_of_port(s.port, s.sysfs_root)
         #: the key the farm knows this board by: its serial when known now, else the name
         self.board_id: str = self.board_serial or name
         self.result_timeout = s.result_timeout or (s.watchdog + s.count_window + 5.0)
@@ -176,6 +108,16 @@ class PicoDevice(SimulatorOwner, Device):
                  board.pts)
         return board.start()
 
+    # ---------------------------------------------------------------- pipeline lifecycle
+    def attach(self, registries: Registries) -> None:
+        """Join the farm's boards in the running pipeline (never in ``__init__``: the loader
+        and a reload build drivers that never run)."""
+        if self.settings.farm:
+            registries.register(BOARDS, self.settings.farm, self.name, self)
+
+    def detach(self, registries: Registries) -> None:
+        if self.settings.farm:
+            registries.unregister(BOARDS, self.settings.farm, self.name, self)
 
     # ---------------------------------------------------------------- discovery
     @classmethod
@@ -213,19 +155,7 @@ class PicoDevice(SimulatorOwner, Device):
                                           write_timeout=s.write_timeout, exclusive=True)
         self._reset_connection()
         if not self.board_serial:
-            self.board_serial = self._serial_of(port)
-
-    def _serial_of(self, port: str) -> str:
-        """The board's serial from a udev by-id link name, else from sysfs (else "")."""
-        if "://" in port:
-            return ""
-        m = _BY_ID.match(os.path.basename(port))
-        if m:
-            return m.group(1)
-        tty = os.path.basename(os.path.realpath(port))
-        if not tty.startswith("ttyACM"):
-            return ""
-        return pico_usb.serial_of_tty(tty, self.settings.sysfs_root) or ""
+            self.board_serial = pico_usb.serial_of_port(port, s.sysfs_root)
 
     def close(self) -> None:
         if self._job is not None:
@@ -397,9 +327,7 @@ class PicoDevice(SimulatorOwner, Device):
         self._count_error_quietly(f"{why} line: {text!r:.80}")
 
     def _count_error_quietly(self, what: str) -> None:
-        stats = getattr(self.outlet, "stats", None)
-        if stats is not None:
-            stats.errors += 1
+        self.count_errors()
         self.last_error = what
         log.debug("device %s: %s", self.name, what)
 
@@ -462,9 +390,9 @@ class PicoDevice(SimulatorOwner, Device):
         except Exception:  # noqa: BLE001 - a consumer's bug must not stop the board
             log.exception("device %s: result callback for %s failed", self.name, job.eval_id)
 
-    def snapshot(self) -> dict[str, Any]:
-        """Driver counters for stats and the farm's device list."""
-        return {"evaluations": self.evaluations, "failures": dict(self.failures),
-                "bad_lines": dict(self.bad_lines), "uploaded_bytes": self.uploaded_bytes,
-                "serial": self.board_serial, "port": self.port_path,
-                "queued": len(self.queue) if self.queue is not None else None}
+    def counters(self) -> dict[str, int | float]:
+        """Driver counters for status and the farm's device list."""
+        return {**super().counters(), "evaluations": self.evaluations,
+                **by_reason("failures", self.failures), **by_reason("bad_lines", self.bad_lines),
+                "uploaded_bytes": self.uploaded_bytes, "cycles": self.cycles,
+                "queued": len(self.queue) if self.queue is not None else 0}

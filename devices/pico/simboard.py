@@ -5,10 +5,8 @@ opening and closing the port the way a CDC device notices DTR: on Linux the mast
 ``POLLHUP`` while no process holds the slave open.  Each board runs one thread that owns every
 file descriptor; tests steer it through thread-safe requests (``disconnect``, ``inject`` ...).
 
-The pulse count is a documented function of the bitstream so tests know the answer:
-``expected_pulses(data) = 1998 + crc32(data) % 30000`` (spanning the 2-32 kHz sample circuits),
-and in variance mode the samples are ``default_rng(crc32(data)).integers(0, 4096, 64)``.
-Neither depends on the count window, which only sets how long the board "counts".
+The answers (pulse count, samples) are documented functions of the bitstream
+(:mod:`.answers`), so tests know them; they do not depend on the count window.
 
 Faults: ``stall_after(n)`` (the next transfer loses every byte after the n-th, so the board's
 watchdog fires), ``inject(line)``, ``corrupt_next_result(text)``, ``fail_flash(step)``,
@@ -29,8 +27,17 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .answers import (
+    N_SAMPLES,
+    PULSE_BASE,
+    PULSE_SPREAD,
+    expected_fitness,
+    expected_pulses,
+    expected_samples,
+    pulses_for,
+    samples_for,
+    sim_serial,
+)
 from .protocol import (
     BITSTREAM_SIZE,
     COUNT_WINDOW_S,
@@ -54,35 +61,9 @@ __all__ = ["SimulatedBoard", "expected_pulses", "expected_samples", "expected_fi
 
 log = logging.getLogger(__name__)
 
-PULSE_BASE = 1998
-PULSE_SPREAD = 30000
-N_SAMPLES = 64
 #: how often a board without a host checks whether one opened the port
 _HOST_CHECK_S = 0.02
 _FLASH_TIMES = (12, 35, 160, 8200, 45)
-
-
-def expected_pulses(data: bytes) -> int:
-    """The simulated count for a bitstream: ``1998 + crc32(data) % 30000``."""
-    return PULSE_BASE + zlib.crc32(data) % PULSE_SPREAD
-
-
-def expected_samples(data: bytes) -> np.ndarray:
-    """The simulated ADC samples for a bitstream (variance firmware)."""
-    return _samples(zlib.crc32(data))
-
-
-def _samples(crc: int) -> np.ndarray:
-    return np.random.default_rng(crc).integers(0, 4096, N_SAMPLES)
-
-
-def expected_fitness(data: bytes) -> float:
-    return fitness(expected_samples(data))
-
-
-def sim_serial(i: int) -> str:
-    """Serial number of the i-th simulated board (16 hex digits like the real ones)."""
-    return f"E6614C31{i:08X}"
 
 
 class SimulatedBoard:
@@ -397,12 +378,12 @@ class SimulatedBoard:
 
     def _finish(self) -> None:
         if self.mode == "variance":
-            samples = _samples(self._crc)
+            samples = samples_for(self._crc)
             self.results.append(fitness(samples))
             result = "samples: " + ",".join(map(str, samples.tolist()))
             lines = [self._corrupt or result]
         else:
-            pulses = PULSE_BASE + self._crc % PULSE_SPREAD
+            pulses = pulses_for(self._crc)
             self.results.append(pulses)
             lines = [self._flash_line(), self._corrupt or f", pulses: {pulses}"]
         self._corrupt = None

@@ -1,8 +1,8 @@
 """Simulated pico2-ice boards: start several, and the ``radloggerd simulate pico`` command.
 
 The board itself (protocol, faults, the documented pulse-count function) is
-:mod:`radlogger.devices.pico.simboard`; this module re-exports it so tests and users need one
-import.
+:mod:`radlogger.devices.pico.simboard` and :mod:`.answers`; this module re-exports them so
+tests and users need one import.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from typing import Any
 
 import click
 
-from .protocol import COUNT_WINDOW_S, WATCHDOG_S
-from .simboard import (
+from .answers import (
     N_SAMPLES,
     PULSE_BASE,
     PULSE_SPREAD,
-    SimulatedBoard,
     expected_fitness,
     expected_pulses,
     expected_samples,
     sim_serial,
 )
+from .protocol import COUNT_WINDOW_S, WATCHDOG_S
+from .simboard import SimulatedBoard
 
 __all__ = ["SimulatedBoard", "expected_pulses", "expected_samples", "expected_fitness",
            "sim_serial", "start_boards", "cli", "PULSE_BASE", "PULSE_SPREAD", "N_SAMPLES"]

@@ -20,10 +20,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from radlogger.options import OptionError
+
 from .protocol import BITSTREAM_SIZE
 
 __all__ = ["Job", "Result", "Source", "BitstreamQueue", "FileSource", "GeneratedSource",
-           "sim_bitstream"]
+           "sim_bitstream", "source_for"]
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +191,16 @@ class GeneratedSource:
         cycle, i = divmod(self._next, self.n)
         self._next += 1
         return Job(f"sim{i}#{cycle}", sim_bitstream(i))
+
+
+def source_for(s: Any) -> Source | None:
+    """The bitstreams a driver's settings name, unless a farm queues them: ``bitstreams``
+    files, else with ``simulate`` generated ones, else none."""
+    if s.bitstreams:
+        try:
+            return FileSource(s.bitstreams, s.repeat)
+        except OSError as exc:
+            raise OptionError("bitstreams", str(exc)) from None
+    if s.simulate and not s.farm:
+        return GeneratedSource(s.sim_bitstreams, s.repeat)
+    return None

@@ -13,6 +13,7 @@ rule) the serial is read from sysfs instead, which is world-readable.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ import usb.core
 from .protocol import USB_IDS
 
 __all__ = ["Board", "UsbUnavailable", "find_boards", "describe", "tty_of", "serial_of_tty",
-           "resolve_serial"]
+           "resolve_serial", "serial_of_port"]
+
+#: /dev/serial/by-id/usb-tinyVision.ai_pico-ice_<serial>-if00
+_BY_ID = re.compile(r"^usb-.+_([0-9A-Fa-f]{16})-if[0-9]+$")
 
 
 class UsbUnavailable(RuntimeError):
@@ -85,6 +89,19 @@ def serial_of_tty(tty: str, sysfs_root: str | Path = "/sys") -> str | None:
     except OSError:
         return None
     return serial or None
+
+
+def serial_of_port(port: str, sysfs_root: str | Path = "/sys") -> str:
+    """A board's serial from its port: a udev by-id link name, else sysfs (else "")."""
+    if "://" in port:
+        return ""
+    m = _BY_ID.match(os.path.basename(port))
+    if m:
+        return m.group(1)
+    tty = os.path.basename(os.path.realpath(port))
+    if not tty.startswith("ttyACM"):
+        return ""
+    return serial_of_tty(tty, sysfs_root) or ""
 
 
 def _string(dev: Any, attr: str) -> str:

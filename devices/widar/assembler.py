@@ -381,7 +381,7 @@ class Assembler:
         self.pending.clear()
         return out
 
-    def stats(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int | float]:
         return {"frames": self.frames, "placed": self.placed, "duplicates": self.duplicates,
                 "late": self.late, "emitted": self.emitted,
                 "complete": self.complete, "incomplete": self.incomplete,

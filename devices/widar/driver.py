@@ -35,7 +35,7 @@ import numpy as np
 
 from radlogger.device import Device
 from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
-from radlogger.options import Option, OptionError
+from radlogger.options import Option, OptionError, by_reason
 
 from .assembler import ASSEMBLY_OPTIONS, Assembler, LagSet
 from .frames import decode, frame_bytes, reason_counts
@@ -106,10 +106,10 @@ class LagSetDevice(Device):
         self.emit("lagset", ls.lags, device_time=ls.timestamp,
                   meta=ls.meta(self.settings.config_id))
 
-    def stats(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int | float]:
         """Frame-level counters (the pipeline's stats count lag sets)."""
-        return {"datagrams": self.datagrams, "lagsets": self.lagsets,
-                "bad_frames": dict(self.bad_frames), **self.assembler.stats()}
+        return {**super().counters(), "datagrams": self.datagrams, "lagsets": self.lagsets,
+                **by_reason("bad_frames", self.bad_frames), **self.assembler.counters()}
 
 
 class WidarDevice(SimulatorOwner, LagSetDevice):
@@ -260,8 +260,8 @@ class WidarDevice(SimulatorOwner, LagSetDevice):
             pass
         return -1
 
-    def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "port": self.bound_port, "rcvbuf": self.rcvbuf_granted,
+    def counters(self) -> dict[str, int | float]:
+        return {**super().counters(), "port": self.bound_port, "rcvbuf": self.rcvbuf_granted,
                 "kernel_drops": self.kernel_drops()}
 
 

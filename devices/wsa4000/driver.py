@@ -31,7 +31,7 @@ import numpy as np
 from radlogger.device import Device
 from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
 from radlogger.measurement import Measurement, now_ns
-from radlogger.options import Option, OptionError
+from radlogger.options import Option, OptionError, by_reason
 
 from .scpi import (
     COMMANDS,
@@ -153,6 +153,11 @@ class WSA4000Device(SimulatorOwner, Device):
         self.sim: SimulatorHost[Any] | None = (
             SimulatorHost(self, self._start_simulator, lambda sim: sim.stop())
             if s.simulate else None)
+
+    def counters(self) -> dict[str, int | float]:
+        return {**super().counters(), "connects": self.connects, "packets": self.packets,
+                "gaps": self.gaps, "missing_packets": self.missing_packets,
+                **by_reason("bad_packets", self.bad_packets)}
 
     def _start_simulator(self) -> Any:
         from .simulator import WSA4000Simulator  # only simulating daemons need it
@@ -312,9 +317,7 @@ class WSA4000Device(SimulatorOwner, Device):
                 self.bad_packets[reason] += new
                 seen[reason] = counts[reason]
                 if reason != "skipped_bytes":
-                    stats = getattr(self.outlet, "stats", None)
-                    if stats is not None:
-                        stats.errors += new
+                    self.count_errors(new)
 
     def _handle(self, packets: list[VRTPacket]) -> None:
         ctx = self.context

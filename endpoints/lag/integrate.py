@@ -155,6 +155,10 @@ class IntegrateEndpoint(ProcessingEndpoint):
         """Control events in a pipeline process (radlogger.isolation): flush or reset."""
         self._control(command)
 
+    def counters(self) -> dict[str, int | float]:
+        return {**super().counters(), "integrations": self.integrations,
+                "partial": len(self._acc), "partial_discarded": self.partial_discarded}
+
     def partial(self) -> int:
         """Integrations in progress."""
         return len(self._acc)

@@ -27,7 +27,7 @@ from typing import Any
 from radlogger.isolation import PipelineProcess, StageSpec
 from radlogger.isolation.child import load_stage_class
 from radlogger.measurement import Measurement
-from radlogger.options import Option, OptionError
+from radlogger.options import Option, OptionError, by_reason
 from radlogger.processing import PublishingEndpoint
 
 __all__ = ["IsolatedEndpoint", "parse_stages", "chain_produces"]
@@ -94,7 +94,7 @@ def chain_produces(specs: list[StageSpec], forward: list[str]) -> tuple[str, ...
         outs = []
         for topic in current:
             device, _, quantity = topic.partition(".")
-            for template in getattr(stage, "produces", ()):
+            for template in stage.produces:
                 try:
                     outs.append(template.format(topic=topic, source=device, device=device,
                                                 quantity=quantity, name=spec.name))
@@ -185,6 +185,18 @@ class IsolatedEndpoint(PublishingEndpoint):
 
     def isolation_stats(self) -> dict[str, Any]:
         return self.process.snapshot() if self.process is not None else {}
+
+    def counters(self) -> dict[str, int | float]:
+        """The child process's accounting, flat: numbers as they are, counts by reason
+        (``undelivered``, the child's ``child``) as ``name.reason``."""
+        out: dict[str, int | float] = {}
+        for key, value in self.isolation_stats().items():
+            if isinstance(value, dict):
+                out.update(by_reason(key, {k: v for k, v in value.items()
+                                           if isinstance(v, (int, float))}))
+            elif isinstance(value, (int, float)):
+                out[key] = value
+        return out
 
     def close(self) -> None:
         if self.process is not None:

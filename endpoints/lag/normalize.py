@@ -68,6 +68,9 @@ class LagNormalizeEndpoint(ProcessingEndpoint):
         super().__init__(name, settings, **kw)
         self.flagged_frames = 0
 
+    def counters(self) -> dict[str, int | float]:
+        return {**super().counters(), "flagged_frames": self.flagged_frames}
+
     def handle_batch(self, batch: list[Measurement]) -> None:
         good = []
         for m in self.demanded(batch):

@@ -61,6 +61,9 @@ class CalibrateEndpoint(ProcessingEndpoint):
         self.calibrated = 0
         self.flipped = 0
 
+    def counters(self) -> dict[str, int | float]:
+        return {**super().counters(), "calibrated": self.calibrated, "flipped": self.flipped}
+
     def output_option(self) -> tuple[str, str]:
         """``suffix = _x`` (the option's older spelling) still works: ``output = {quantity}_x``."""
         s = self.settings

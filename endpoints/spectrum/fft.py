@@ -132,6 +132,9 @@ class FFTEndpoint(ProcessingEndpoint):
         self.fft_calls = 0  # np.fft.fft invocations (batched: one per group)
         self.spectra = 0  # spectra computed
 
+    def counters(self) -> dict[str, int | float]:
+        return {**super().counters(), "fft_calls": self.fft_calls, "spectra": self.spectra}
+
     def handle_batch(self, batch: list[Measurement]) -> None:
         s = self.settings
         batch = self.demanded(batch)

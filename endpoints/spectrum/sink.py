@@ -109,6 +109,10 @@ class SpectrumSink(Endpoint):
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
 
+    def counters(self) -> dict[str, int | float]:
+        return {"stored": self.stored, "renders": self.renders, "tracks": len(self.tracks),
+                "files": len(self.files)}
+
     # ---------------------------------------------------------------- lifecycle
     def open(self) -> None:
         if self.directory is not None:

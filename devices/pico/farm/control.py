@@ -23,7 +23,6 @@ from typing import Any
 
 from radlogger.device import DeviceState
 
-from . import registry
 from .db import ReservationDB
 from .errors import BadRequest, Conflict, NotFound
 from .events import EventHub
@@ -36,8 +35,11 @@ log = logging.getLogger(__name__)
 
 class Farm:
     def __init__(self, name: str, settings: Any, worker: str,
-                 sink: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 sink: Callable[[dict[str, Any]], None] | None = None,
+                 boards: Callable[[], list[Any]] = list) -> None:
         self.name = name
+        #: this worker's boards: the running pico drivers attached to this farm
+        self._boards = boards
         self.settings = settings
         self.worker = worker
         self.url = ""
@@ -52,7 +54,7 @@ class Farm:
 
     # ---------------------------------------------------------------- boards
     def local_boards(self) -> dict[str, Any]:
-        return {b.board_id: b for b in registry.boards(self.name)}
+        return {b.board_id: b for b in self._boards()}
 
     def _state_for(self, r: dict[str, Any]) -> None:
         board = self.local_boards().get(r["serial"])
@@ -146,7 +148,8 @@ class Farm:
             board = local.get(r["serial"])
             if board is not None:
                 r["driver"] = {"device": board.name, "state": board.state.value,
-                               "last_error": board.last_error, **board.snapshot()}
+                               "last_error": board.last_error, "serial": board.board_serial,
+                               "port": board.port_path, **board.counters()}
         return rows
 
     # ---------------------------------------------------------------- housekeeping

@@ -17,11 +17,13 @@ from typing import Any
 
 from radlogger.device import Device
 from radlogger.options import Option, OptionError
+from radlogger.registries import Registries
 from radlogger.web import WebError, WebServer, resolve_token
 
 from .api import start_api
 from .control import Farm
 from .events import EVENT_TYPES
+from .registry import boards
 
 __all__ = ["FarmDevice"]
 
@@ -69,6 +71,23 @@ class FarmDevice(Device):
         self.farm: Farm | None = None
         self.server: WebServer | None = None
         self._events: collections.deque[dict[str, Any]] = collections.deque()
+        self._registries: Registries | None = None  # the running pipeline's, once attached
+
+    def attach(self, registries: Registries) -> None:
+        """The boards are the pico drivers that the same running pipeline attached."""
+        self._registries = registries
+
+    def detach(self, registries: Registries) -> None:
+        self._registries = None
+
+    def _boards(self) -> list[Any]:
+        registries = self._registries
+        return boards(registries, self.name) if registries is not None else []
+
+    def counters(self) -> dict[str, int | float]:
+        farm = self.farm
+        return {"boards": len(self._boards()), "ticks": farm.ticks if farm is not None else 0,
+                "events_pending": len(self._events)}
 
     @property
     def url(self) -> str:
@@ -76,7 +95,7 @@ class FarmDevice(Device):
 
     def open(self) -> None:
         s = self.settings
-        farm = Farm(self.name, s, self.worker_name, self._events.append)
+        farm = Farm(self.name, s, self.worker_name, self._events.append, self._boards)
         try:
             server = start_api(farm, s.host, s.port, self.token, int(s.max_body_mb * (1 << 20)))
         except BaseException:

@@ -1,38 +1,25 @@
 """Which pico drivers belong to which farm: the one link between the two kinds of device.
 
 Drivers and the farm are separate devices of one pipeline (each with its own thread and
-lifecycle), built independently from the configuration, so a driver with ``farm = NAME``
-announces itself here and the farm named ``NAME`` looks its boards up.  Weak references: a
-driver that is dropped (reload, end of a test) leaves the farm by itself.
+lifecycle), built independently from the configuration.  A driver with ``farm = NAME`` joins
+group ``NAME`` of kind :data:`BOARDS` in its pipeline's registries when the pipeline starts it
+(``attach``) and leaves when it stops (``detach``); the farm named ``NAME`` looks its boards up
+there.  Never in a constructor: the configuration loader and a reload build drivers that never
+run, and the farm must only ever see the running ones.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any
 
-__all__ = ["register", "unregister", "boards"]
+from radlogger.registries import Registries
 
-_lock = threading.Lock()
-_farms: dict[str, weakref.WeakValueDictionary[str, Any]] = {}
+__all__ = ["BOARDS", "boards"]
 
-
-def register(farm: str, device: Any) -> None:
-    with _lock:
-        _farms.setdefault(farm, weakref.WeakValueDictionary())[device.name] = device
+#: registry kind of pico drivers attached to a farm; the group is the farm's device name
+BOARDS = "pico_farm.boards"
 
 
-def unregister(farm: str, device: Any) -> None:
-    name: str = device.name
-    with _lock:
-        members = _farms.get(farm)
-        if members is not None and members.get(name) is device:
-            del members[name]
-
-
-def boards(farm: str) -> list[Any]:
-    """The drivers attached to ``farm``, sorted by device name."""
-    with _lock:
-        members = _farms.get(farm)
-        return [members[k] for k in sorted(members)] if members else []
+def boards(registries: Registries, farm: str) -> list[Any]:
+    """The running drivers attached to ``farm``, sorted by device name."""
+    return registries.members(BOARDS, farm)

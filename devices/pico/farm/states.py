@@ -98,7 +98,7 @@ class EvaluateState(State):
     def __init__(self, board: Any, reservation: dict[str, Any], emit: Emit,
                  settings: Any) -> None:
         super().__init__(board, reservation, emit, settings)
-        if getattr(board, "queue", None) is None:
+        if board.queue is None:  # a PicoDevice; its queue is set when farm = NAME
             raise Conflict(f"board {self.serial} is not attached to a farm queue")
         self._lock = threading.Lock()
         self._results: list[list[Any]] = []
