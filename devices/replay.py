@@ -35,6 +35,8 @@ __all__ = ["ReplayDevice"]
 class ReplayDevice(Device):
     kind = "replay"
 
+    finite_when = "always (it ends with the store)"
+
     @property
     def finite(self) -> bool:
         return True  # ends with the file: run --once waits for it

@@ -47,6 +47,8 @@ class SyntheticDevice(Device):
         self._rng = np.random.default_rng(s.seed)
         self._t0 = 0.0
 
+    finite_when = "with count"
+
     @property
     def finite(self) -> bool:
         return bool(self.settings.count)

@@ -27,7 +27,6 @@ import signal
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,10 @@ from .control import Control
 from .losses import describe_losses, total_lost
 from .pipeline import Pipeline, tune_gc
 from .reload import Reconfigurer
+from .service import configure_logging, sd_notify
 from .stats import format_summary
 
-__all__ = ["Daemon", "configure_logging", "sd_notify", "EXIT_LOSS"]
+__all__ = ["Daemon", "EXIT_LOSS"]
 
 #: exit code of a ``--once``/``--duration`` run that dropped measurements
 EXIT_LOSS = 3
@@ -50,47 +50,6 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 _WAKE_ONCE = 200  # wake-up codes besides signal numbers (which are < 65)
 _WAKE_STOP = 201
 _WAKE_RELOAD = 202
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"  # the journal stamps time itself
-
-
-def sd_notify(message: str) -> bool:
-    """Send one ``sd_notify`` datagram if systemd asked for them (``$NOTIFY_SOCKET``)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.sendto(message.encode(), address)
-    except OSError as exc:
-        log.debug("sd_notify failed: %s", exc)
-        return False
-    return True
-
-
-#: root handlers configure_logging installed (replaced at the next call, e.g. a reload)
-_OUR_HANDLERS: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
-
-
-def configure_logging(level: str, file: str = "") -> None:
-    """Root logging for the daemon: standard error (the journal) or a rotatable file."""
-    root = logging.getLogger()
-    if file:  # opened first: if it fails (OSError), the current handlers stay
-        handler: logging.Handler = logging.handlers.WatchedFileHandler(file, encoding="utf-8")
-        fmt = _LOG_FORMAT
-    else:
-        handler = logging.StreamHandler()
-        fmt = _JOURNAL_FORMAT if os.environ.get("JOURNAL_STREAM") else _LOG_FORMAT
-    for old in list(root.handlers):
-        if old in _OUR_HANDLERS:
-            root.removeHandler(old)
-            old.close()
-    handler.setFormatter(logging.Formatter(fmt))
-    _OUR_HANDLERS.add(handler)
-    root.addHandler(handler)
-    root.setLevel(level)
 
 
 class Daemon:
@@ -203,7 +162,7 @@ class Daemon:
         sd_notify("READY=1\nSTATUS=running")
         if once:
             self._watch_finite()
-        reason = self._loop(duration, once)
+        reason, by_itself = self._loop(duration, once)
         log.info("stopping (%s), deadline %.1f s", reason, self.config.daemon.shutdown_deadline)
         sd_notify("STOPPING=1")
         control.stop()
@@ -214,14 +173,27 @@ class Daemon:
         self._final(drained)
         if not drained:
             return 1
-        batch_end = (once or duration is not None) and reason in (
-            f"duration {duration:g} s elapsed" if duration is not None else "",
-            "every finite device finished")
-        if batch_end and total_lost(pipeline.snapshot()):
+        if (once or duration is not None) and by_itself and self._batch_lost(pipeline):
             return EXIT_LOSS  # a loss the user did not choose; a signal-stopped daemon says 0
         return 0
 
-    def _loop(self, duration: float | None, once: bool) -> str:
+    def _batch_lost(self, pipeline: Pipeline) -> bool:
+        """A batch run (``--once``, ``--duration``) failed its promise: something was dropped,
+        or a configured device never delivered a single measurement (wrong address, no
+        hardware).  Logged as a WARNING either way."""
+        producers = pipeline.producers
+        silent = sorted(n for n in pipeline.devices
+                        if n not in producers or producers[n].produced == 0)
+        for name in silent:
+            device = pipeline.devices[name]
+            log.warning("device %s never delivered a measurement (state %s%s)", name,
+                        device.state.value,
+                        f", last error: {device.last_error}" if device.last_error else "")
+        return bool(silent) or total_lost(pipeline.snapshot()) > 0
+
+    def _loop(self, duration: float | None, once: bool) -> tuple[str, bool]:
+        """Run until a signal, a stop request, the duration or (``--once``) the end of every
+        finite device; returns why, and whether the run ended by itself."""
         end = time.monotonic() + duration if duration else None
         interval = self.config.daemon.stats_interval
         next_stats = time.monotonic() + interval if interval else None
@@ -233,9 +205,9 @@ class Daemon:
             for code in self._take_wakeups():
                 if code in (signal.SIGTERM, signal.SIGINT):
                     log.info("received %s", signal.Signals(code).name)
-                    return signal.Signals(code).name
+                    return signal.Signals(code).name, False
                 if code == _WAKE_STOP:
-                    return "stop requested"
+                    return "stop requested", False
                 if code in (signal.SIGHUP, _WAKE_RELOAD):
                     self.reload()
                     if self.config.daemon.stats_interval != interval:
@@ -245,11 +217,11 @@ class Daemon:
                     self.log_stats()
                 if code == _WAKE_ONCE:
                     if self._finite_done():
-                        return "every finite device finished"
+                        return "every finite device finished", True
                     self._watch_finite()
             now = time.monotonic()
             if end is not None and now >= end:
-                return f"duration {duration:g} s elapsed"
+                return f"duration {duration:g} s elapsed", True
             if next_stats is not None and now >= next_stats:
                 self.log_stats()
                 next_stats = max(next_stats + interval, now)

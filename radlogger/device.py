@@ -102,6 +102,9 @@ class _Unattached:
 class Device(Configurable):
     """Base class of instrument drivers."""
 
+    #: when an instance is a finite source (``finite``), in words for ``radloggerd plugins``
+    #: ("always", "with count"); empty: always live
+    finite_when: str = ""
     #: quantities this driver publishes; topics are ``<name>.<quantity>``
     quantities: tuple[str, ...] = ()
 

@@ -173,6 +173,17 @@ def _listed(opt: Option) -> str:
                          subsequent_indent=" " * 25, break_on_hyphens=False)
 
 
+def _source_kind(cls: Any) -> str:
+    """Finite (throttled, lossless by default) or live (bounded memory, counted drops)."""
+    from .device import Device
+
+    when = cls.finite_when if isinstance(cls, type) and issubclass(cls, Device) else ""
+    if when:
+        return (f"finite {when}: waits for room, loses nothing (on_full = drop to choose "
+                "loss); else live")
+    return "live: follows queue_policy when the queue is full (on_full = wait to throttle it)"
+
+
 def plugin_listing(only: str | None = None) -> str:
     """The ``radloggerd plugins`` text: every plugin, its summary and its own options."""
     infos = catalog(only)
@@ -191,6 +202,8 @@ def plugin_listing(only: str | None = None) -> str:
                 out.append(f"  {info.name}: unavailable: {info.error}")
                 continue
             out.append(f"  {info.name}: {info.summary}")
+            if role == "device":
+                out.append(f"    source: {_source_kind(info.cls)}")
             out += [_listed(opt) for opt in info.own_options]
             base = base or info.base_options
         if base:

@@ -5,6 +5,7 @@ a live overload still drops, warns and exits 3."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -241,3 +242,36 @@ def test_live_overload_with_duration_warns_then_exits_3(tmp_path: Path) -> None:
     first = next(i for i, line in enumerate(lines) if " dropped (" in line and "WARNING" in line)
     final = next(i for i, line in enumerate(lines) if "final stats" in line)
     assert first < final and "lost" in lines[final]
+
+
+def test_a_device_that_never_delivered_fails_a_batch_run(tmp_path: Path) -> None:
+    """--duration with one device that cannot connect: no drop anywhere, but the run did not
+    do what it was configured to do, so it says which device and exits 3."""
+    from conftest import free_port
+
+    ini = write_ini(tmp_path / "absent.ini", f"""
+        [radlogger]
+        stats_interval = 0
+        [device:gen]
+        driver = synthetic
+        rate = 100
+        [device:wsa]
+        driver = wsa4000
+        host = 127.0.0.1
+        control_port = {free_port()}
+        backoff_initial = 0.05
+        [endpoint:sink]
+        type = null
+        subscribe = gen, wsa
+        """)
+    result = run_cli("run", "-c", str(ini), "--duration", "1", timeout=60)
+    assert result.returncode == EXIT_LOSS, result.stderr[-3000:]
+    assert "device wsa never delivered a measurement" in result.stderr
+    assert "device gen never" not in result.stderr
+
+
+def test_plugins_says_which_devices_are_finite_and_which_live() -> None:
+    text = run_cli("plugins").stdout
+    blocks = dict(re.findall(r"^  (\w+): .*\n    source: (\w+)", text, re.M))
+    assert blocks["replay"] == blocks["synthetic"] == blocks["widar_replay"] == "finite"
+    assert blocks["wsa4000"] == blocks["widar"] == blocks["mqtt"] == "live"

@@ -67,6 +67,8 @@ class PicoDevice(SimulatorOwner, Device):
     #: pyusb backend for ``serial`` lookups (None: libusb); tests put a simulated one here
     usb_backend: Any = None
 
+    finite_when = "with bitstream files and repeat > 0"
+
     @property
     def finite(self) -> bool:
         """Bitstreams (files or generated) with ``repeat`` passes end; the farm's queue does

@@ -88,6 +88,8 @@ class WidarReplayDevice(LagSetDevice):
                " lag sets are counted as late)"),
     )
 
+    finite_when = "unless loop = yes"
+
     @property
     def finite(self) -> bool:
         return not self.settings.loop
