@@ -125,6 +125,31 @@ def _load(path: str | None) -> Any:
         fail(str(exc))
 
 
+def _control_of(path: str) -> tuple[str, int, str]:
+    """control_host, control_port, control_token of a configuration.  When the file no longer
+    loads (edited since the daemon started), its [radlogger] section alone is read: the
+    running daemon must still be reachable to ask it what it is doing."""
+    from .config import ConfigError, load_config
+
+    try:
+        d = load_config(path).daemon
+        return d.control_host, d.control_port, d.control_token
+    except ConfigError as exc:
+        import configparser
+
+        raw = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            raw.read(path, encoding="utf-8")
+            section = raw["radlogger"] if raw.has_section("radlogger") else {}
+            port = int(section.get("control_port", "0"), 0)
+        except (configparser.Error, ValueError, OSError, UnicodeDecodeError):
+            fail(str(exc))
+        click.echo(f"warning: {path} does not load ({str(exc).splitlines()[0]}); using its "
+                   f"control_port {port} alone", err=True)
+        return (section.get("control_host", "127.0.0.1").strip(), port,
+                section.get("control_token", "").strip())
+
+
 # ---------------------------------------------------------------------------------- run
 @cli.command()
 @click.option("-c", "--config", "path", type=click.Path(dir_okay=False), envvar="RADLOGGER_CONFIG",
@@ -214,14 +239,17 @@ def graph(ctx: click.Context, path: str, output: str | None) -> None:
               envvar="RADLOGGER_CONFIG", help="The running daemon's configuration (its "
               "control_host, control_port and control_token are used).")
 @click.option("--url", default=None, help="Status API address, e.g. http://127.0.0.1:8765.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="The daemon's control_port (on --host); no configuration needed.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --port.")
 @click.option("--token", default=None, envvar="RADLOGGER_CONTROL_TOKEN",
               help="Bearer token of the status API.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
 @log_level_option
 @click.pass_context
-def status(ctx: click.Context, path: str | None, url: str | None, token: str | None,
-           as_json: bool, timeout: float) -> None:
+def status(ctx: click.Context, path: str | None, url: str | None, port: int | None, host: str,
+           token: str | None, as_json: bool, timeout: float) -> None:
     """Ask a running daemon for the state and counters of every device and endpoint.
 
     Exit code 0 when every component is healthy, 1 when some report a problem or the daemon
@@ -232,15 +260,17 @@ def status(ctx: click.Context, path: str | None, url: str | None, token: str | N
     import urllib.request
 
     _tool_logging(ctx)
+    if url is None and port is not None:
+        url = f"http://{host}:{port}"
     if url is None:
         if path is None:
-            fail("which daemon? give --url, or -c with the daemon's configuration")
-        d = _load(path).daemon
-        if not d.control_port:
+            fail("which daemon? give --port, --url, or -c with the daemon's configuration")
+        c_host, c_port, c_token = _control_of(path)
+        if not c_port:
             fail(f"{path}: control_port is 0 (the status API is off); set control_port in "
                  "[radlogger] and restart the daemon")
-        url = f"http://{d.control_host}:{d.control_port}"
-        token = token or d.control_token or None
+        url = f"http://{c_host}:{c_port}"
+        token = token or c_token or None
     req = urllib.request.Request(url.rstrip("/") + ("/status" if as_json else "/status.txt"))
     if token:
         req.add_header("Authorization", f"Bearer {token}")

@@ -66,7 +66,8 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
 )
 #: daemon options that size the running pipeline: a reload cannot change them
 RESTART_ONLY = ("queue_size", "queue_policy", "block_timeout", "batch_max", "pool_workers",
-                "control_port", "control_host", "control_token", "status_interval")
+                "control_port", "control_host", "control_token", "status_interval",
+                "status_down_after")
 
 _ROLES = {"device": ("driver", plugins.DEVICE_GROUP), "endpoint": ("type", plugins.ENDPOINT_GROUP)}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")

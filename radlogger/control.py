@@ -9,6 +9,7 @@ subscribe to the daemon's own health: a store keeps it, an MQTT endpoint forward
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from .options import Option
@@ -24,6 +25,9 @@ CONTROL_OPTIONS: tuple[Option, ...] = (
     Option("control_token", str, "", "bearer token the status API requires (empty = none)"),
     Option("status_interval", float, 0.0, "seconds between status measurements published on "
            "radlogger.status.* (0 = off)", min=0),
+    Option("status_down_after", float, 120.0, "seconds a device may be not running (never "
+           "connected, or cycling through backoff) before status reports it not ok", min=1,
+           max=86400),
 )
 
 
@@ -35,12 +39,14 @@ class Control:
         self.settings = settings
         self.web: Any = None
         self.publisher: Any = None
+        self._sampling = threading.Event()
+        self._sampler: threading.Thread | None = None
 
     def start(self) -> None:
         from .status import StatusPublisher, StatusTracker, add_routes
 
         s = self.settings
-        tracker = StatusTracker()
+        tracker = StatusTracker(down_s=s.status_down_after)
         if s.status_interval:
             self.publisher = StatusPublisher(self.pipeline, s.status_interval, tracker=tracker)
             self.publisher.start()
@@ -49,11 +55,28 @@ class Control:
 
             self.web = WebServer(s.control_host, s.control_port, s.control_token or None,
                                  name="radloggerd")
-            add_routes(self.web.app, self.pipeline, StatusTracker())
+            add_routes(self.web.app, self.pipeline, tracker)
             self.web.start()
             log.info("status API on %s", self.web.url)
+            self._sampling.clear()
+            self._sampler = threading.Thread(target=self._sample, args=(tracker,),
+                                             name="status-sampler", daemon=True)
+            self._sampler.start()
+
+    def _sample(self, tracker: Any) -> None:
+        """Sample once a second, so a status request always has rates over the last seconds
+        and a device cycling through backoff is seen as down however rarely status is asked."""
+        while not self._sampling.wait(1.0):
+            try:
+                tracker.update(self.pipeline)
+            except Exception:  # noqa: BLE001 - status must never take the daemon down
+                log.exception("status sampling failed")
 
     def stop(self) -> None:
+        self._sampling.set()
+        if self._sampler is not None:
+            self._sampler.join(5)
+            self._sampler = None
         if self.publisher is not None:
             self.publisher.stop()
             self.publisher = None

@@ -265,19 +265,19 @@ class Daemon:
         snap["reloads"] = {"applied": self.reloads, "rejected": self.rejected_reloads}
         return snap
 
-    def summary(self) -> str:
+    def summary(self, snap: dict[str, Any] | None = None, own: bool = False) -> str:
         """The one-line stats; endpoints appear as producers only once they published."""
         if self.pipeline is None:
             return "(not running)"
-        snap = self.pipeline.snapshot()
+        snap = dict(snap or self.pipeline.snapshot())
         devices = self.pipeline.devices
         snap["producers"] = {n: p for n, p in snap["producers"].items()
                              if n in devices or p["produced"]}
-        return format_summary(snap)
+        return format_summary(snap, own)
 
     def log_stats(self, final: bool = False) -> None:
-        line = self.summary()
         snap = self.pipeline.snapshot() if self.pipeline is not None else None
+        line = self.summary(snap, own=final)
         lost = describe_losses(snap) if final and snap is not None else ""
         if lost:
             log.warning("final stats: %s; %s", lost, line)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -132,7 +133,9 @@ class Device(Configurable):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state = DeviceState.STOPPED
-        self.last_error: str = ""
+        self._last_error = ""
+        #: wall-clock time (ns) of the last error; 0 before the first
+        self.last_error_ns = 0
 
     @property
     def graph_source(self) -> str:
@@ -258,6 +261,17 @@ class Device(Configurable):
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def last_error(self) -> str:
+        """The last connection or read error, in words (empty before the first)."""
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, text: str) -> None:
+        self._last_error = text
+        if text:
+            self.last_error_ns = time.time_ns()
 
     @property
     def thread(self) -> threading.Thread | None:

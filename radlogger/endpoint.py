@@ -92,6 +92,9 @@ class Endpoint(Configurable):
         self._executor: Executor | None = None
         self._state = EndpointState.STOPPED
         self._batch_failures = 0
+        #: the last error in words, and its wall-clock time (ns); for status
+        self.last_error = ""
+        self.last_error_ns = 0
 
     # ---------------------------------------------------------------- the plugin's hooks
     def open(self) -> None:
@@ -247,8 +250,13 @@ class Endpoint(Configurable):
         self.count_dropped(DropReason.ENDPOINT_FAILED)
         self._on_error(exc, f"{m.topic} seq={m.seq}")
 
-    def _on_error(self, exc: BaseException, context: str) -> None:
+    def _note_error(self, text: str) -> None:
         self.stats.errors += 1
+        self.last_error = text[:300]
+        self.last_error_ns = time.time_ns()
+
+    def _on_error(self, exc: BaseException, context: str) -> None:
+        self._note_error(f"{context}: {type(exc).__name__}: {exc}")
         action = self.policy.failed(exc, context, self.stats.errors, self.inbox.stopping)
         if action == ErrorPolicy.RESTART:
             self._restart()
@@ -279,7 +287,7 @@ class Endpoint(Configurable):
             fn()
             return True
         except Exception as exc:  # noqa: BLE001
-            self.stats.errors += 1
+            self._note_error(f"{what}: {type(exc).__name__}: {exc}")
             log.error("endpoint %s: %s failed: %s: %s", self.name, what, type(exc).__name__, exc)
             return False
 

@@ -26,7 +26,7 @@ from .queue import DropReason, LocklessQueue, Overflow
 from .registries import Registries
 from .stats import EndpointStats, ProducerStats
 
-__all__ = ["Pipeline", "tune_gc"]
+__all__ = ["Pipeline", "own_counters", "tune_gc"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,15 @@ def tune_gc(threshold0: int = 50_000) -> None:
     gc.freeze()
     _, g1, g2 = gc.get_threshold()
     gc.set_threshold(threshold0, max(g1, 20), max(g2, 100))
+
+
+def own_counters(component: Configurable) -> dict[str, Any]:
+    """A plugin's own per-reason counters (``counters()``); a plugin's bug there must not
+    break stats or status, so it becomes a counter of its own."""
+    try:
+        return dict(component.counters())
+    except Exception as exc:  # noqa: BLE001
+        return {"counters_error": f"{type(exc).__name__}: {exc}"[:200]}
 
 
 class Pipeline:
@@ -259,16 +268,19 @@ class Pipeline:
         endpoints: dict[str, Any] = {}
         for name, e in list(self.endpoints.items()):
             e.stats.inbox_depth = e.inbox_depth
-            endpoints[name] = e.stats.snapshot()
-            endpoints[name]["kind"] = e.kind
-        for name, d in self.devices.items():
+            endpoints[name] = snap = e.stats.snapshot()
+            snap.update(kind=e.kind, own=own_counters(e), last_error=e.last_error,
+                        last_error_ns=e.last_error_ns)
+        for name, d in list(self.devices.items()):
             if name in producers:
-                producers[name]["kind"] = d.kind
-                producers[name]["last_error"] = d.last_error
+                producers[name].update(kind=d.kind, own=own_counters(d),
+                                       last_error=d.last_error, last_error_ns=d.last_error_ns)
+        q = self.queue
         return {
-            "queue": {"depth": len(self.queue), "capacity": self.queue.size,
-                      "overflow": self.queue.overflow.value, "high_water": self.queue.high_water,
-                      "dropped": self.queue.dropped},
+            "queue": {"depth": len(q), "capacity": q.size, "overflow": q.overflow.value,
+                      "high_water": q.high_water, "dropped": q.dropped,
+                      "waiting_producers": q.waiting_producers,
+                      "overshoot_high_water": q.overshoot_high_water},
             "broker": {"batches": self.broker.batches, "messages": self.broker.messages},
             "producers": producers,
             "endpoints": endpoints,

@@ -111,8 +111,19 @@ class EndpointStats(_Drops):
         return self.received == self.handled + self.dropped + pending
 
 
-def format_summary(snapshot: dict[str, Any]) -> str:
-    """One line for the periodic and final stats log."""
+def _own_part(c: dict[str, Any]) -> str:
+    """A component's own counters that are not zero, for the final line: ``{bad_frames=3}``."""
+    own = {k: v for k, v in c.get("own", {}).items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and v}
+    if not own:
+        return ""
+    return " {" + " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in own.items()) + "}"
+
+
+def format_summary(snapshot: dict[str, Any], own: bool = False) -> str:
+    """One line for the periodic and (``own``: with each plugin's own non-zero counters) the
+    final stats log."""
     parts = [f"queue {snapshot['queue']['depth']}/{snapshot['queue']['capacity']}"]
     producers = snapshot["producers"]
     endpoints = snapshot["endpoints"]
@@ -120,12 +131,12 @@ def format_summary(snapshot: dict[str, Any]) -> str:
         if d["name"] in endpoints:
             continue  # a processing endpoint's output is shown with the endpoint
         parts.append(f"{d['name']}[{d['state']}] prod={d['produced']} pub={d['published']} "
-                     f"drop={d['dropped']} err={d['errors']}")
+                     f"drop={d['dropped']} err={d['errors']}" + (_own_part(d) if own else ""))
     for e in endpoints.values():
         part = (f"{e['name']}[{e['state']}] recv={e['received']} ok={e['handled']} "
                 f"drop={e['dropped']} err={e['errors']} inbox={e['inbox_depth']}")
         out = producers.get(e["name"])
         if out is not None and out["produced"]:
             part += f" out={out['published']} outdrop={out['dropped']}"
-        parts.append(part)
+        parts.append(part + (_own_part(e) if own else ""))
     return "; ".join(parts)

@@ -12,7 +12,12 @@ when something looks wrong:
   ``stall_s`` seconds (its handler hangs);
 * **silent**: a running device that produced nothing for ``silent_s`` seconds (off by
   default: many instruments are bursty);
-* **failed**: gave up (device out of retries, endpoint marked failed).
+* **failed**: gave up (device out of retries, endpoint marked failed);
+* **down**: a device that has not been running for ``down_s`` seconds: it never connected, or
+  keeps cycling through connecting and backoff (each state alone never looks stuck).
+
+Rates are per second over the last few seconds (``RATE_WINDOW_S``), from the tracker's own
+samples; the control API samples every second so a ``status`` always has them.
 
 Time in state is measured by the tracker from the first sample that saw the state, so it is
 exact to one sampling interval.
@@ -29,13 +34,14 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .graph import build_graph, graph_dot, graph_text, render_graph
 from .measurement import Measurement
-from .options import Configurable
 
 __all__ = ["DEFAULT_TIMEOUTS", "ComponentStatus", "PipelineStatus", "StatusTracker",
            "StatusPublisher", "format_status", "add_routes", "build_graph", "graph_text",
@@ -62,6 +68,11 @@ class ComponentStatus:
     counters: dict[str, Any] = field(default_factory=dict)
     #: the plugin's own counters (``Configurable.counters()``), also merged into ``counters``
     own: dict[str, Any] = field(default_factory=dict)
+    #: per second over the last few seconds: produced, published, received, handled, dropped
+    rates: dict[str, float] = field(default_factory=dict)
+    last_error: str = ""
+    #: when the last error happened, ISO 8601 UTC (empty before the first)
+    last_error_at: str = ""
 
     @property
     def stuck(self) -> bool:
@@ -99,19 +110,31 @@ class _Seen:
     since: float
     progress: int
     progress_since: float
+    #: since when the component is not running (devices): reset whenever it runs
+    down_since: float = 0.0
+    ran: bool = False
+    samples: deque[tuple[float, dict[str, float]]] = field(default_factory=deque)
+
+
+#: seconds of samples rates are computed over
+RATE_WINDOW_S = 5.0
+_RATED = ("produced", "published", "received", "handled", "dropped")
+_RUNNING = ("running", "finished")
 
 
 class StatusTracker:
     """Samples a pipeline; remembers since when each component is in its state."""
 
     def __init__(self, timeouts: Mapping[str, float] | None = None, stall_s: float = 60.0,
-                 silent_s: float | None = None,
+                 silent_s: float | None = None, down_s: float = 120.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.timeouts = dict(DEFAULT_TIMEOUTS)
         if timeouts:
             self.timeouts.update(timeouts)
         self.stall_s = stall_s
         self.silent_s = silent_s
+        self.down_s = down_s
+        self._lock = threading.Lock()  # the control API's sampler and requests share it
         self.clock = clock
         self._seen: dict[tuple[str, str], _Seen] = {}
 
@@ -123,7 +146,26 @@ class StatusTracker:
             seen.state, seen.since = state, now
         if seen.progress != progress:
             seen.progress, seen.progress_since = progress, now
+        if state in _RUNNING:
+            seen.ran, seen.down_since = True, 0.0
+        elif not seen.down_since:
+            seen.down_since = now
         return seen
+
+    @staticmethod
+    def _rates(seen: _Seen, counters: Mapping[str, Any], now: float) -> dict[str, float]:
+        """Per second since the oldest sample of the window (at least 0.5 s back)."""
+        current = {k: float(counters[k]) for k in _RATED if k in counters}
+        samples = seen.samples
+        while len(samples) > 1 and now - samples[1][0] >= RATE_WINDOW_S:
+            samples.popleft()
+        rates: dict[str, float] = {}
+        if samples and now - samples[0][0] >= 0.5:
+            t0, old = samples[0]
+            rates = {k: round((v - old.get(k, v)) / (now - t0), 3) for k, v in current.items()}
+        if not samples or now - samples[-1][0] >= 0.5:
+            samples.append((now, current))
+        return rates
 
     def _problem(self, role: str, state: str, seen: _Seen, now: float, pending: int,
                  last_error: str) -> str:
@@ -140,52 +182,58 @@ class StatusTracker:
         if (role == "device" and state == "running" and self.silent_s is not None
                 and idle_for > self.silent_s):
             return f"silent: nothing produced for {idle_for:.0f} s"
+        if role == "device" and seen.down_since and now - seen.down_since > self.down_s \
+                and state not in ("stopped", "stopping"):
+            what = "reconnecting" if seen.ran else "never connected"
+            return (f"{what} for {now - seen.down_since:.0f} s (limit {self.down_s:g} s)"
+                    + (f": {last_error}" if last_error else ""))
         return ""
 
     def update(self, pipeline: Any, now: float | None = None) -> PipelineStatus:
-        now = self.clock() if now is None else now
+        with self._lock:
+            return self._update(pipeline, self.clock() if now is None else now)
+
+    def _update(self, pipeline: Any, now: float) -> PipelineStatus:
         snap = pipeline.snapshot()
         components: list[ComponentStatus] = []
         live: set[tuple[str, str]] = set()
         producers = snap["producers"]
-        for name, d in list(pipeline.devices.items()):
-            p = producers.get(name, {})
-            state = d.state.value
-            key = ("device", name)
-            live.add(key)
-            seen = self._track(key, state, int(p.get("produced", 0)), now)
-            own = _own(d)
-            counters = {**own, **{k: v for k, v in p.items() if k not in _NOT_COUNTERS}}
-            components.append(ComponentStatus(
-                "device", name, d.kind, state, round(now - seen.since, 3),
-                self._problem("device", state, seen, now, 0, d.last_error), counters, own))
-        for name, e in list(pipeline.endpoints.items()):
-            s = snap["endpoints"].get(name, {})
-            state = e.state.value
-            key = ("endpoint", name)
-            live.add(key)
-            progress = int(s.get("handled", 0)) + int(s.get("dropped", 0))
-            seen = self._track(key, state, progress, now)
-            own = _own(e)
-            counters = {**own, **{k: v for k, v in s.items() if k not in _NOT_COUNTERS}}
-            components.append(ComponentStatus(
-                "endpoint", name, e.kind, state, round(now - seen.since, 3),
-                self._problem("endpoint", state, seen, now, e.pending, ""), counters, own))
+        for role, names, table in (("device", list(pipeline.devices), producers),
+                                   ("endpoint", list(pipeline.endpoints), snap["endpoints"])):
+            for name in names:
+                c = table.get(name, {})
+                component = (pipeline.devices if role == "device" else pipeline.endpoints)[name]
+                state = component.state.value
+                key = (role, name)
+                live.add(key)
+                progress = int(c.get("produced", 0)) if role == "device" else \
+                    int(c.get("handled", 0)) + int(c.get("dropped", 0))
+                seen = self._track(key, state, progress, now)
+                own = dict(c.get("own", {}))
+                counters = {**own, **{k: v for k, v in c.items() if k not in _NOT_COUNTERS}}
+                error = str(c.get("last_error", ""))
+                pending = component.pending if role == "endpoint" else 0
+                components.append(ComponentStatus(
+                    role, name, component.kind, state, round(now - seen.since, 3),
+                    self._problem(role, state, seen, now, pending, error), counters, own,
+                    self._rates(seen, c, now), error, _iso(int(c.get("last_error_ns", 0)))))
         for key in set(self._seen) - live:
             del self._seen[key]  # removed on reload
         return PipelineStatus(time.time_ns(), components, snap["queue"])
 
 
-_NOT_COUNTERS = ("name", "state", "kind")
+def _iso(t_ns: int) -> str:
+    if not t_ns:
+        return ""
+    return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat(timespec="milliseconds")
 
 
-def _own(component: Configurable) -> dict[str, int | float | str]:
-    """A plugin's own per-reason counters (``Configurable.counters()``, declared on every
-    device and endpoint).  The pipeline's counters of the same name win in ``counters``."""
-    try:
-        return {**component.counters()}
-    except Exception as exc:  # noqa: BLE001 - status must not break on a plugin's bug
-        return {"status_error": f"{type(exc).__name__}: {exc}"}
+_NOT_COUNTERS = ("name", "state", "kind", "own", "last_error", "last_error_ns")
+
+
+def _num(c: ComponentStatus, name: str) -> str:
+    rate = c.rates.get(name)
+    return f"{name}={c.counters.get(name, 0)}" + (f" ({rate:,.1f}/s)" if rate else "")
 
 
 def format_status(status: PipelineStatus) -> str:
@@ -197,11 +245,10 @@ def format_status(status: PipelineStatus) -> str:
     for c in status.components:
         k = c.counters
         if c.role == "device":
-            nums = f"produced={k.get('produced', 0)} dropped={k.get('dropped', 0)} " \
-                   f"errors={k.get('errors', 0)}"
+            nums = f"{_num(c, 'produced')} {_num(c, 'dropped')} errors={k.get('errors', 0)}"
         else:
-            nums = f"received={k.get('received', 0)} handled={k.get('handled', 0)} " \
-                   f"dropped={k.get('dropped', 0)} inbox={k.get('inbox_depth', 0)}"
+            nums = f"{_num(c, 'received')} {_num(c, 'handled')} {_num(c, 'dropped')} " \
+                   f"inbox={k.get('inbox_depth', 0)}"
         line = f"{c.role:8} {c.name:{width}} {c.kind:12} {c.state:11} {c.in_state_s:8.1f}s {nums}"
         if c.problem:
             line += f"  !! {c.problem}"
@@ -209,6 +256,8 @@ def format_status(status: PipelineStatus) -> str:
         if c.own:
             lines.append(f"{'':8} {'':{width}} " + " ".join(f"{k}={_short(v)}"
                                                              for k, v in c.own.items()))
+        if c.last_error:
+            lines.append(f"{'':8} {'':{width}} last error {c.last_error_at}: {c.last_error}")
     lines.append("ok" if status.ok else f"{len(status.problems)} problem(s)")
     return "\n".join(lines) + "\n"
 
