@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from radlogger.device import Device, DeviceDone
-from radlogger.endpoints.storage.reader import Store, StoreError, parse_time
 from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option, OptionError
+from radlogger.store.reader import Store, StoreError, parse_time
 
 __all__ = ["ReplayDevice"]
 

@@ -21,9 +21,6 @@ STILL_LONG = {"radlogger/endpoint.py": 445, "radlogger/isolation/parent.py": 463
               "devices/pico/driver.py": 470, "devices/pico/simboard.py": 410,
               "devices/wsa4000/simulator.py": 425, "devices/wsa4000/vrt.py": 435,
               "endpoints/storage/base.py": 475}
-#: the one arrow still pointing sideways: the replay device reads stores through the storage
-#: endpoints' reader until the store formats move into the core (issue 12 part 6)
-STILL_SIDEWAYS = {("devices/replay.py", "radlogger.endpoints.storage.reader")}
 
 
 def _packages_on_disk() -> set[str]:
@@ -103,4 +100,4 @@ def test_arrows_point_one_way() -> None:
                 wrong.append((str(p.relative_to(ROOT)), mod))
             if rel == "endpoints" and mod.startswith("radlogger.devices"):
                 wrong.append((str(p.relative_to(ROOT)), mod))
-    assert set(wrong) - STILL_SIDEWAYS == set()
+    assert wrong == []

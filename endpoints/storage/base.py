@@ -45,12 +45,12 @@ from radlogger.backoff import Backoff
 from radlogger.endpoint import Endpoint, EndpointState
 from radlogger.measurement import Measurement
 from radlogger.options import Option
+from radlogger.store.rotation import next_index, rotated_path
 
 from .diskerrors import StorageError, describe
 from .flusher import Flusher
-from .rotation import next_index, rotated_files, rotated_path, split_name
 
-__all__ = ["StorageEndpoint", "StorageError", "split_name", "rotated_files", "STORAGE_OPTIONS"]
+__all__ = ["StorageEndpoint", "StorageError", "STORAGE_OPTIONS"]
 
 log = logging.getLogger(__name__)
 
