@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
+from radlogger.errors import ConnectionFailure
+
 from .backoff import Backoff
 from .measurement import Measurement
 from .wire import WireError, decode_frames, join
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 FRAMES_TYPE = "application/x-radlogger-frames"
 
 
-class RemoteError(RuntimeError):
+class RemoteError(ConnectionFailure, RuntimeError):
     """The server answered, but not with data; ``retryable`` says whether to try again."""
 
     def __init__(self, message: str, status: int = 0, retryable: bool = True) -> None:

@@ -31,6 +31,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from radlogger.errors import ConfigurationError
+
 from .backoff import Backoff
 from .options import Option
 
@@ -62,7 +64,7 @@ CONNECTION_OPTIONS = (
 _BAD_SEGMENT = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class MQTTConfigError(ValueError):
+class MQTTConfigError(ConfigurationError, ValueError):
     """A user-fixable MQTT setting problem (missing certificate file, ...)."""
 
 

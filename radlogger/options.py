@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from radlogger.errors import ConfigurationError
+
 __all__ = ["Option", "OptionError", "resolve_options", "parse_bool", "parse_list", "Settings"]
 
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
 
 
-class OptionError(ValueError):
+class OptionError(ConfigurationError, ValueError):
     """A user-caused option problem; ``key`` names the option, the message says the fix."""
 
     def __init__(self, key: str, message: str) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from radlogger.errors import ConfigurationError
+
 __all__ = ["WebServer", "WebError", "resolve_token"]
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class WebError(RuntimeError):
+class WebError(ConfigurationError, RuntimeError):
     """A server that cannot start (port in use, bad address); the message says the fix."""
 
 

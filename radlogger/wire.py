@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from radlogger.errors import ProtocolError
+
 from .broker import TOPIC_RE
 from .measurement import Measurement
 
@@ -50,7 +52,7 @@ _JSON_SCALARS = (bool, int, float, str, type(None))
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
 
 
-class WireError(ValueError):
+class WireError(ProtocolError, ValueError):
     """Data that is not a valid encoded measurement (or a value that cannot be encoded)."""
 
 

@@ -19,13 +19,15 @@ from typing import Any
 
 import usb.core
 
+from radlogger.errors import ConfigurationError
+
 from .protocol import USB_IDS
 
 __all__ = ["Board", "UsbUnavailable", "find_boards", "describe", "tty_of", "serial_of_tty",
            "resolve_serial"]
 
 
-class UsbUnavailable(RuntimeError):
+class UsbUnavailable(ConfigurationError, RuntimeError):
     """No libusb backend: USB discovery cannot run (one-line message says what to install)."""
 
 

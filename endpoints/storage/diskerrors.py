@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 
+from radlogger.errors import OperationError
+
 __all__ = ["StorageError", "describe"]
 
 _FIXES = {
@@ -21,7 +23,7 @@ _FIXES = {
 }
 
 
-class StorageError(Exception):
+class StorageError(OperationError):
     """A store could not keep what it was given (raised only by :meth:`write_all`)."""
 
 

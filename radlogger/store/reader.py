@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from radlogger.errors import ProtocolError
 from radlogger.measurement import Measurement
 
 from .lines import GZIP_MAGIC, read_lines
@@ -40,7 +41,7 @@ _MODULES = {"csv": "radlogger.store.csv", "jsonl": "radlogger.store.jsonl",
             "sqlite": "radlogger.store.sqlite", "hdf5": "radlogger.store.hdf5"}
 
 
-class StoreError(ValueError):
+class StoreError(ProtocolError, ValueError):
     """A path that is not a readable store; the message names it and says why."""
 
 
