@@ -21,7 +21,7 @@ import numpy as np
 from radlogger.device import DeviceDone
 from radlogger.options import Option
 
-from .driver import LagSetDevice
+from .lagdevice import LagSetDevice
 from .frames import HEADER_BYTES, MAX_LOG2_LAGS, OK, fix_checksums, validate
 from .recording import read_frames, recording_files
 
