@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from . import plugins
-from .broker import is_glob, pattern_matches, validate_pattern
 from .control import CONTROL_OPTIONS
 from .graph import Graph, build_graph
 from .inifile import DAEMON_SECTION, ConfigError, Section, include_files, read_file
 from .options import Option, OptionError, Settings, closest, resolve_options
+from .topics import is_glob, pattern_matches, validate_pattern
 
 __all__ = ["ConfigError", "Config", "PluginSection", "DAEMON_OPTIONS", "DAEMON_SECTION",
            "RESTART_ONLY", "ENV_PREFIX", "load_config", "default_config_path"]

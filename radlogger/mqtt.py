@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import select
 import socket
 import ssl
@@ -35,6 +34,7 @@ from radlogger.errors import ConfigurationError
 
 from .backoff import Backoff
 from .options import Option
+from .topics import safe_segment
 
 __all__ = ["CONNECTION_OPTIONS", "MQTTConfigError", "close_client", "make_client", "to_mqtt_topic",
            "from_mqtt_topic", "MQTTLink", "default_client_id", "connack_error", "service"]
@@ -60,9 +60,6 @@ CONNECTION_OPTIONS = (
     Option("qos", int, 1, "MQTT QoS: 0 = at most once, 1 = at least once (acknowledged)",
            choices=(0, 1)),
 )
-
-_BAD_SEGMENT = re.compile(r"[^A-Za-z0-9_-]")
-
 
 class MQTTConfigError(ConfigurationError, ValueError):
     """A user-fixable MQTT setting problem (missing certificate file, ...)."""
@@ -122,7 +119,7 @@ def from_mqtt_topic(prefix: str, mqtt_topic: str) -> str:
     prefix = prefix.strip("/")
     if prefix and (mqtt_topic == prefix or mqtt_topic.startswith(prefix + "/")):
         mqtt_topic = mqtt_topic[len(prefix):]
-    segments = [_BAD_SEGMENT.sub("_", s) for s in mqtt_topic.split("/") if s]
+    segments = [safe_segment(s) for s in mqtt_topic.split("/") if s]
     return ".".join(segments) or "message"
 
 

@@ -34,8 +34,8 @@ import numpy as np
 
 from radlogger.errors import ProtocolError
 
-from .broker import TOPIC_RE
 from .measurement import Measurement
+from .topics import TOPIC_RE
 
 __all__ = ["WireError", "MAGIC", "encode", "decode", "split", "split_typed", "join",
            "encode_binary", "encode_frames", "frame_parts", "decode_frames", "iter_frames"]
