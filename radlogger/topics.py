@@ -14,11 +14,14 @@ from __future__ import annotations
 import fnmatch
 import re
 
-__all__ = ["TOPIC_RE", "is_topic", "is_glob", "validate_pattern", "pattern_matches",
+__all__ = ["TOPIC_RE", "NAME_RE", "is_topic", "is_glob", "validate_pattern", "pattern_matches",
            "safe_segment"]
 
 #: a whole topic: dotted segments, each starting with a letter or digit
 TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*$")
+#: a device or endpoint name (a config section [device:NAME]): it becomes the first segment of
+#: its topics, so no dots
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _NOT_SEGMENT_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 _GLOB_CHARS = frozenset("*?[")
 

@@ -69,6 +69,11 @@ def test_remote_device_and_replay_work_without(blocked: str, tmp_path: Path,
         assert device.client is not None
         assert [m.value for m in reader.read({str(tmp_path / 'old.csv')!r})] == [0.0, 1.0, 2.0]
         ReplayDevice("old", path={str(tmp_path / 'old.csv')!r})
+        # the core modules around the missing package load; only using it needs it
+        from radlogger.mqtt import CONNECTION_OPTIONS, from_mqtt_topic, to_mqtt_topic
+        from radlogger.web import WebServer, resolve_token
+        assert from_mqtt_topic("p", to_mqtt_topic("p", "wsa1.iq")) == "wsa1.iq"
+        assert CONNECTION_OPTIONS and resolve_token("t", None, "x") == "t" and WebServer
         assert {blocked!r} not in __import__("sys").modules
         print("ok")
     """, tmp_path)
