@@ -58,8 +58,6 @@ def complete_rows(g: h5py.Group) -> int:
     return min(lengths) if lengths else 0
 
 
-
-
 def open_readonly(path: Path) -> h5py.File:
     """Open for reading, also while a SWMR writer has it open or after one crashed.
 

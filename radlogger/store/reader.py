@@ -5,7 +5,7 @@
 read too, in order), or a glob.  The format is recognised by content (SQLite and HDF5
 signatures, gzip, a CSV header or a JSON object), not by the file name.
 
-The replay devices (devices/replay.py, devices/widar/replay.py) and the export and plot
+The replay device (devices/replay.py) and the export and plot
 commands use this module.  It lives in the core, as python-can keeps ``can/io`` in ``can``:
 devices and endpoints both import it, never each other.  Each format's ``read_file`` /
 ``file_topics`` and its layout names (schema, columns, HDF5 segment keys) are in this package
