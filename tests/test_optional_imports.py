@@ -1,8 +1,9 @@
 """Optional packages are imported where they are used: a daemon without the ``web`` extra (no
 aiohttp) or without the ``mqtt`` extra (no paho) still loads its configuration, lists its plugins
 and runs the plugins that do not need the missing package (the ``remote`` device is a plain
-HTTP client).  Each check runs in a fresh interpreter whose import system refuses the package,
-as if it were not installed."""
+HTTP client), and the store reader reads a CSV recording without h5py or matplotlib.  Each
+check runs in a fresh interpreter whose import system refuses the package, as if it were not
+installed."""
 from __future__ import annotations
 
 import subprocess
@@ -58,7 +59,7 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("blocked", ["aiohttp", "paho"])
+@pytest.mark.parametrize("blocked", ["aiohttp", "paho", "h5py", "matplotlib"])
 def test_remote_device_and_replay_work_without(blocked: str, tmp_path: Path,
                                                config_file: Path) -> None:
     result = _run(blocked, f"""
