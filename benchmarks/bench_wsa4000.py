@@ -33,7 +33,8 @@ import pytest
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
 from radlogger.devices.wsa4000.driver import WSA4000Device
-from radlogger.devices.wsa4000.vrt import VRTParser, encode_data
+from radlogger.devices.wsa4000.vrt import encode_data
+from radlogger.devices.wsa4000.vrtparser import VRTParser
 from radlogger.endpoints.null import NullEndpoint
 from radlogger.endpoints.spectrum.calibrate import CalibrateEndpoint
 from radlogger.endpoints.spectrum.fft import FFTEndpoint
@@ -123,7 +124,7 @@ def _spawn_simulator(stream_rate: float) -> tuple[subprocess.Popen[bytes], int, 
     the GIL with the pipeline being measured."""
     ctl, data = _free_port(), _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from radlogger.devices.wsa4000.simulator import cli; cli()",
+        [sys.executable, "-c", "from radlogger.devices.wsa4000.simcli import cli; cli()",
          "--control-port", str(ctl), "--data-port", str(data), "--tone", "3e6:0.3",
          "--stream-rate", str(stream_rate)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

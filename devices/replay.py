@@ -13,9 +13,8 @@ publishes ``replay.wsa1.iq``).  The ``source`` of a replayed measurement is this
 pipeline's accounting is per producer) and ``seq`` is renumbered by the pipeline; value, unit,
 device time and meta are the recorded ones, and ``t_ns`` too unless ``timestamps = now``.
 
-Reading goes through ``radlogger.endpoints.storage.reader``: the store formats are defined once,
-next to
-their writers (endpoints/storage/README.md explains this one-way dependency).
+Reading goes through ``radlogger.store.reader``: the store formats are defined once, in the
+core, where the storage endpoints' writers import them too (endpoints/storage/README.md).
 """
 
 from __future__ import annotations
@@ -25,9 +24,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from radlogger.device import Device, DeviceDone
-from radlogger.endpoints.storage.reader import Store, StoreError, parse_time
 from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option, OptionError
+from radlogger.store.reader import Store, StoreError, parse_time
 
 __all__ = ["ReplayDevice"]
 

@@ -4,7 +4,7 @@ The WSA4000 host library's plan for crossing a process or machine boundary: a cl
 for everything after its cursor and the request waits until there is something (or a
 timeout).  Packet type and metadata travel in headers, raw bytes in the body; the wire format
 is :mod:`radlogger.wire`, the HTTP stack :mod:`radlogger.web`, the client
-:mod:`radlogger.client` (protocol described there).
+:mod:`radlogger.client` (protocol described there), the header names :mod:`radlogger.longpoll`.
 
 Buffering: a bounded ring (``buffer`` items and ``buffer_mb`` megabytes) addressed by
 consecutive cursor ids.  A client that resumes with a cursor still in the ring gets exactly
@@ -23,11 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
-from radlogger.broker import pattern_matches, validate_pattern
-from radlogger.client import FRAMES_TYPE
+from radlogger import longpoll as lp
 from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.options import Option
+from radlogger.topics import pattern_matches, validate_pattern
 from radlogger.web import WebServer, resolve_token
 from radlogger.wire import frame_parts, split_typed
 
@@ -130,7 +130,7 @@ class LongPollEndpoint(Endpoint):
     @property
     def graph_target(self) -> str:
         port = self.server.port if self.server else self.settings.port
-        return f"http://{self.settings.host}:{port}/poll"
+        return f"http://{self.settings.host}:{port}{lp.POLL_PATH}"
 
     @property
     def url(self) -> str:
@@ -144,8 +144,8 @@ class LongPollEndpoint(Endpoint):
         self._closing = False
         self._wake_event = None
         server = WebServer(s.host, s.port, self.token, name=f"longpoll:{self.name}")
-        server.app.router.add_get("/poll", self._poll)
-        server.app.router.add_get("/info", self._info)
+        server.app.router.add_get(lp.POLL_PATH, self._poll)
+        server.app.router.add_get(lp.INFO_PATH, self._info)
         server.app.on_shutdown.append(self._on_shutdown)
         server.start()
         self.server = server
@@ -189,12 +189,12 @@ class LongPollEndpoint(Endpoint):
         self._wake()
 
     def _base_headers(self, cursor: int, gap: int, reset: bool) -> dict[str, str]:
-        h = {"X-Radlogger-Cursor": str(cursor), "X-Radlogger-Epoch": self.epoch,
+        h = {lp.CURSOR: str(cursor), lp.EPOCH: self.epoch,
              "Cache-Control": "no-store"}
         if gap:
-            h["X-Radlogger-Gap"] = str(gap)
+            h[lp.GAP] = str(gap)
         if reset:
-            h["X-Radlogger-Reset"] = "1"
+            h[lp.RESET] = "1"
         return h
 
     async def _info(self, request: web.Request) -> web.Response:
@@ -265,14 +265,13 @@ class LongPollEndpoint(Endpoint):
         if not entries:
             return web.Response(status=204, headers=headers)
         self.served += len(entries)
-        headers["X-Radlogger-Count"] = str(len(entries))
+        headers[lp.COUNT] = str(len(entries))
         if limit == 1 and len(entries[0][2]) <= _SINGLE_HEADER_MAX:
             _, topic, header, body, kind = entries[0]
-            headers.update({"X-Radlogger-Topic": topic, "X-Radlogger-Type": kind,
-                            "X-Radlogger-Meta": header.decode("ascii")})
+            headers.update({lp.TOPIC: topic, lp.TYPE: kind, lp.META: header.decode("ascii")})
             ctype = "application/json" if kind == "json" else "application/octet-stream"
             return web.Response(body=bytes(body), headers=headers, content_type=ctype)
         parts: list[Any] = []
         for _, _, header, body, _ in entries:
             parts.extend(frame_parts(header, body))
-        return web.Response(body=b"".join(parts), headers=headers, content_type=FRAMES_TYPE)
+        return web.Response(body=b"".join(parts), headers=headers, content_type=lp.FRAMES_TYPE)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -35,37 +34,16 @@ from pubsub.core.publisher import Publisher
 from .measurement import Measurement
 from .options import Configurable
 from .queue import LocklessQueue
+from .topics import TOPIC_RE, is_glob, pattern_matches, validate_pattern
 
+# the topic grammar is radlogger.topics; its names stay importable here for modules that have
+# not moved to it yet (processing.py, isolation/child.py)
 __all__ = ["Broker", "pattern_matches", "is_glob", "validate_pattern", "TOPIC_RE"]
 
 log = logging.getLogger(__name__)
 
-# PyPubSub refuses name parts that start with '_' (and the name ALL_TOPICS)
-TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*$")
-_GLOB_CHARS = set("*?[")
 _topic_of = attrgetter("topic")
 _source_of = attrgetter("source")
-
-
-def is_glob(pattern: str) -> bool:
-    return any(c in _GLOB_CHARS for c in pattern)
-
-
-def validate_pattern(pattern: str) -> str | None:
-    """None if ``pattern`` is a usable subscription, else what is wrong with it."""
-    if is_glob(pattern):
-        return None if pattern.strip() == pattern and pattern else "empty glob"
-    if not TOPIC_RE.match(pattern):
-        return (f"'{pattern}' is not a topic (dotted names of letters, digits, '_' and '-', "
-                "e.g. wsa1.iq) nor a glob")
-    return None
-
-
-def pattern_matches(pattern: str, topic: str) -> bool:
-    """Whether a subscription ``pattern`` receives measurements published on ``topic``."""
-    if is_glob(pattern):
-        return fnmatch.fnmatchcase(topic, pattern)
-    return topic == pattern or topic.startswith(pattern + ".")
 
 
 class Broker:

@@ -1,6 +1,7 @@
 """Long-poll client: how a program (or another radloggerd) listens to a radloggerd's events.
 
-The server side is :mod:`radlogger.endpoints.longpoll`.  The protocol, in short::
+The server side is :mod:`radlogger.endpoints.longpoll`; the header names and paths both use are
+in :mod:`radlogger.longpoll`.  The protocol, in short::
 
     GET /poll?cursor=N&epoch=E&max=K&timeout=S&topics=a,b   Authorization: Bearer <token>
     -> 200 with up to K measurements after cursor N, or 204 after S seconds without data
@@ -31,18 +32,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
+from radlogger.errors import ConnectionFailure
+
+from . import longpoll as lp
 from .backoff import Backoff
 from .measurement import Measurement
 from .wire import WireError, decode_frames, join
 
-__all__ = ["LongPollClient", "Poll", "RemoteError", "AuthError", "Listener", "FRAMES_TYPE"]
+__all__ = ["LongPollClient", "Poll", "RemoteError", "AuthError", "Listener"]
 
 log = logging.getLogger(__name__)
 
-FRAMES_TYPE = "application/x-radlogger-frames"
 
 
-class RemoteError(RuntimeError):
+class RemoteError(ConnectionFailure, RuntimeError):
     """The server answered, but not with data; ``retryable`` says whether to try again."""
 
     def __init__(self, message: str, status: int = 0, retryable: bool = True) -> None:
@@ -83,7 +86,7 @@ class LongPollClient:
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
-        self._path = parts.path.rstrip("/") + "/poll"
+        self._path = parts.path.rstrip("/") + lp.POLL_PATH
         self.token = token
         self.topics = list(topics)
         self.batch = max(1, int(batch))
@@ -126,7 +129,7 @@ class LongPollClient:
         answer raises :class:`RemoteError`; a refused token raises :class:`AuthError`.
         """
         wait = self.wait if wait is None else wait
-        headers = {"Accept": f"{FRAMES_TYPE}, */*"}
+        headers = {"Accept": f"{lp.FRAMES_TYPE}, */*"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         for attempt in (1, 2):
@@ -164,21 +167,21 @@ class LongPollClient:
                               retryable=status >= 500 or status == 429)
         h = resp.headers
         try:
-            cursor = int(h.get("X-Radlogger-Cursor", ""))
+            cursor = int(h.get(lp.CURSOR, ""))
         except ValueError:
-            raise RemoteError(f"{self.url}: answer without a valid X-Radlogger-Cursor "
+            raise RemoteError(f"{self.url}: answer without a valid {lp.CURSOR} "
                               "(is this a radloggerd long-poll endpoint?)") from None
-        result = Poll(cursor=cursor, gap=int(h.get("X-Radlogger-Gap", "0") or 0),
-                      reset=h.get("X-Radlogger-Reset") == "1")
+        result = Poll(cursor=cursor, gap=int(h.get(lp.GAP, "0") or 0),
+                      reset=h.get(lp.RESET) == "1")
         if status == 200:
             try:
-                if h.get_content_type() == FRAMES_TYPE:
+                if h.get_content_type() == lp.FRAMES_TYPE:
                     result.items = decode_frames(body)
                 else:
-                    result.items = [join(h.get("X-Radlogger-Meta", ""), body)]
+                    result.items = [join(h.get(lp.META, ""), body)]
             except WireError as exc:
                 raise RemoteError(f"{self.url}: garbage in the answer: {exc}") from None
-        self.epoch = h.get("X-Radlogger-Epoch") or self.epoch
+        self.epoch = h.get(lp.EPOCH) or self.epoch
         self.cursor = cursor
         self.received += len(result.items)
         if result.gap:
@@ -290,7 +293,7 @@ def info(url: str, token: str | None = None, timeout: float = 5.0) -> dict[str, 
     conn = cls(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        conn.request("GET", parts.path.rstrip("/") + "/info", headers=headers)
+        conn.request("GET", parts.path.rstrip("/") + lp.INFO_PATH, headers=headers)
         resp = conn.getresponse()
         body = resp.read()
         if resp.status == 401:

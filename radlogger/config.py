@@ -21,18 +21,17 @@ its declared topics feed the dataflow graph, from which unmatched subscriptions 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import plugins
-from .broker import is_glob, pattern_matches, validate_pattern
 from .control import CONTROL_OPTIONS
 from .graph import Graph, build_graph
 from .inifile import DAEMON_SECTION, ConfigError, Section, include_files, read_file
 from .options import Option, OptionError, Settings, closest, resolve_options
+from .topics import NAME_RE, is_glob, pattern_matches, validate_pattern
 
 __all__ = ["ConfigError", "Config", "PluginSection", "DAEMON_OPTIONS", "DAEMON_SECTION",
            "RESTART_ONLY", "ENV_PREFIX", "load_config", "default_config_path"]
@@ -70,7 +69,6 @@ RESTART_ONLY = ("queue_size", "queue_policy", "block_timeout", "batch_max", "poo
                 "status_down_after")
 
 _ROLES = {"device": ("driver", plugins.DEVICE_GROUP), "endpoint": ("type", plugins.ENDPOINT_GROUP)}
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 
 def default_config_path() -> Path:
@@ -169,7 +167,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
             fix = (f"did you mean [{guess}{':' + name if name and guess in _ROLES else ''}]?"
                    if guess else "sections are [radlogger], [device:NAME] and [endpoint:NAME]")
             raise ConfigError(f"unknown section: {fix}", s.file, head, line=s.line)
-        if not _NAME_RE.match(name):
+        if not NAME_RE.match(name):
             raise ConfigError(f"name '{name}' is not valid: use letters, digits, '_' and '-' "
                               "(no dots: the name is the first part of its topics)",
                               s.file, head, line=s.line)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .broker import is_glob, pattern_matches
 from .options import Configurable
+from .topics import is_glob, pattern_matches
 
 __all__ = ["Node", "Graph", "build_graph", "graph_text", "graph_dot", "render_graph"]
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from radlogger.errors import ConfigurationError
+
 __all__ = ["ConfigError", "DAEMON_SECTION", "Section", "read_file", "include_files"]
 
 DAEMON_SECTION = "radlogger"
@@ -20,7 +22,7 @@ _SECTION_LINE = re.compile(r"^\s*\[([^\]]*)\]")
 _KEY_LINE = re.compile(r"^([^\s#;=:\[][^=:]*?)\s*[=:]")
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """A configuration mistake: one line naming file, line, section, key and the fix."""
 
     def __init__(self, problem: str, file: str | None = None, section: str | None = None,

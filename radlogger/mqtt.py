@@ -11,6 +11,9 @@ hand-off, no wake-up per message: 3-4x the throughput of paho's threaded mode he
 never slip between a reconnect's new socket and its CONNECT packet.
 
 Topic mapping: radloggerd ``wsa1.spectrum`` <-> MQTT ``<prefix>/wsa1/spectrum``.
+
+paho-mqtt is optional (the ``mqtt`` extra) and imported where a client is built or driven, so
+the options and the topic mapping load without it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import select
 import socket
 import ssl
@@ -26,13 +28,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from radlogger.errors import ConfigurationError
 
 from .backoff import Backoff
 from .options import Option
+from .topics import safe_segment
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
 
 __all__ = ["CONNECTION_OPTIONS", "MQTTConfigError", "close_client", "make_client", "to_mqtt_topic",
            "from_mqtt_topic", "MQTTLink", "default_client_id", "connack_error", "service"]
@@ -59,10 +64,7 @@ CONNECTION_OPTIONS = (
            choices=(0, 1)),
 )
 
-_BAD_SEGMENT = re.compile(r"[^A-Za-z0-9_-]")
-
-
-class MQTTConfigError(ValueError):
+class MQTTConfigError(ConfigurationError, ValueError):
     """A user-fixable MQTT setting problem (missing certificate file, ...)."""
 
 
@@ -86,6 +88,9 @@ def _read_password(settings: Mapping[str, Any], what: str) -> str | None:
 def make_client(settings: Mapping[str, Any], client_id: str, clean_session: bool,
                 what: str) -> paho.Client:
     """A paho client configured from the connection options (no network activity yet)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session, protocol=paho.MQTTv311,
                          reconnect_on_failure=False)
@@ -120,7 +125,7 @@ def from_mqtt_topic(prefix: str, mqtt_topic: str) -> str:
     prefix = prefix.strip("/")
     if prefix and (mqtt_topic == prefix or mqtt_topic.startswith(prefix + "/")):
         mqtt_topic = mqtt_topic[len(prefix):]
-    segments = [_BAD_SEGMENT.sub("_", s) for s in mqtt_topic.split("/") if s]
+    segments = [safe_segment(s) for s in mqtt_topic.split("/") if s]
     return ".".join(segments) or "message"
 
 
@@ -145,6 +150,8 @@ def service(client: paho.Client, timeout: float, activity: Callable[[], int],
     ``select`` runs outside ``lock``, the paho calls inside.  Not calling ``loop()`` keeps paho
     from creating its wake-up socketpair (one extra syscall per packet sent).
     """
+    from paho.mqtt.enums import MQTTErrorCode
+
     ok = MQTTErrorCode.MQTT_ERR_SUCCESS
     sock = client.socket()
     if sock is None:
@@ -283,6 +290,9 @@ class MQTTLink:
 
     def _serve(self) -> str:
         """Loop until the connection ends; returns why."""
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import MQTTErrorCode
+
         client = self.client
         io = self._io
         started = time.monotonic()

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from radlogger.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from .registries import Registries
 
@@ -22,7 +24,7 @@ _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
 
 
-class OptionError(ValueError):
+class OptionError(ConfigurationError, ValueError):
     """A user-caused option problem; ``key`` names the option, the message says the fix."""
 
     def __init__(self, key: str, message: str) -> None:

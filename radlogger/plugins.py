@@ -11,6 +11,8 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from radlogger.errors import ConfigurationError
+
 __all__ = ["DEVICE_GROUP", "ENDPOINT_GROUP", "PluginError", "names", "load", "load_device",
            "load_endpoint"]
 
@@ -18,7 +20,7 @@ DEVICE_GROUP = "radlogger.devices"
 ENDPOINT_GROUP = "radlogger.endpoints"
 
 
-class PluginError(LookupError):
+class PluginError(ConfigurationError, LookupError):
     """An unknown or broken plugin; the message lists what is known or what to install."""
 
 

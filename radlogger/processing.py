@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from .broker import TOPIC_RE
 from .endpoint import Endpoint
 from .measurement import Measurement
 from .options import Option, OptionError, merge_options
+from .topics import TOPIC_RE
 
 __all__ = ["PublishingEndpoint", "ProcessingEndpoint", "check_output", "derive_topic"]
 

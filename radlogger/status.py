@@ -31,7 +31,6 @@ MQTT included, can subscribe) and statically (:func:`add_routes` serves ``/statu
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -42,6 +41,7 @@ from typing import Any
 
 from .graph import build_graph, graph_dot, graph_text, render_graph
 from .measurement import Measurement
+from .topics import safe_segment
 
 __all__ = ["DEFAULT_TIMEOUTS", "ComponentStatus", "PipelineStatus", "StatusTracker",
            "StatusPublisher", "format_status", "add_routes", "build_graph", "graph_text",
@@ -54,7 +54,6 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
     "connecting": 60.0, "restarting": 30.0, "stopping": 30.0, "error": 30.0,
 }
 _FAILED = ("failed",)
-_NAME_SEGMENT = re.compile(r"[^A-Za-z0-9_-]")
 
 
 @dataclass
@@ -290,7 +289,7 @@ class StatusPublisher:
     def measurements(self, status: PipelineStatus) -> list[Measurement]:
         out: list[Measurement] = []
         for c in status.components:
-            segment = _NAME_SEGMENT.sub("_", c.name) or "_"
+            segment = safe_segment(c.name) or "_"
             meta = {"role": c.role, "kind": c.kind, "in_state_s": c.in_state_s,
                     "problem": c.problem, "counters": c.counters}
             out.append(Measurement(self.source, f"{self.topic}.{segment}", c.state,

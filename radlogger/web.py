@@ -6,6 +6,10 @@ thread.  Other threads talk to handlers only through :meth:`WebServer.call_soon`
 ``loop.call_soon_threadsafe``), so handlers never share state with endpoint threads except
 through thread-safe structures they own.
 
+aiohttp is optional (the ``web`` extra) and imported where a server is built, so what needs
+only this module's helpers (``resolve_token``, ``WebError``: the remote device, a client) runs
+without it.
+
 Safe defaults: bind 127.0.0.1 (a user opts into other interfaces explicitly), optional bearer
 token checked in constant time on every request except the listed public paths, port 0 means
 "any free port" (tests, and the bound port is then :attr:`WebServer.port`).
@@ -20,18 +24,21 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from radlogger.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["WebServer", "WebError", "resolve_token"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
-class WebError(RuntimeError):
+class WebError(ConfigurationError, RuntimeError):
     """A server that cannot start (port in use, bad address); the message says the fix."""
 
 
@@ -50,6 +57,8 @@ def resolve_token(token: str | None, token_file: str | None, what: str) -> str |
 
 
 def bearer_middleware(token: str, public: Iterable[str] = ()) -> Any:
+    from aiohttp import web
+
     expected = f"Bearer {token}".encode()
     open_paths = frozenset(public)
 
@@ -76,6 +85,8 @@ class WebServer:
         self.requested_port = port
         self.name = name
         self.token = token
+        from aiohttp import web
+
         middlewares = [bearer_middleware(token, public)] if token else []
         self.app = web.Application(middlewares=middlewares)
         self.app.router.add_get("/health", self._health)
@@ -88,6 +99,8 @@ class WebServer:
         self._error: BaseException | None = None
 
     async def _health(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.json_response({"ok": True, "name": self.name})
 
     @property
@@ -139,6 +152,8 @@ class WebServer:
             loop.close()
 
     async def _setup(self) -> None:
+        from aiohttp import web
+
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                shutdown_timeout=self.shutdown_timeout)
         self._runner = runner

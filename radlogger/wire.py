@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from .broker import TOPIC_RE
+from radlogger.errors import ProtocolError
+
 from .measurement import Measurement
+from .topics import TOPIC_RE
 
 __all__ = ["WireError", "MAGIC", "encode", "decode", "split", "split_typed", "join",
            "encode_binary", "encode_frames", "frame_parts", "decode_frames", "iter_frames"]
@@ -50,7 +52,7 @@ _JSON_SCALARS = (bool, int, float, str, type(None))
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
 
 
-class WireError(ValueError):
+class WireError(ProtocolError, ValueError):
     """Data that is not a valid encoded measurement (or a value that cannot be encoded)."""
 
 

@@ -20,9 +20,9 @@ from test_storage_helpers import (
 )
 
 from radlogger.endpoints.storage import plot as plots
-from radlogger.endpoints.storage import reader
 from radlogger.endpoints.storage.cli import export, plot
 from radlogger.measurement import Measurement
+from radlogger.store import reader
 
 DESTINATIONS = {"csv": "out.csv", "csv.gz": "out.csv.gz", "jsonl": "out.jsonl",
                 "sqlite": "out.db", "hdf5": "out.h5"}

@@ -19,10 +19,10 @@ from test_storage_helpers import (
 from conftest import Collector, wait_for
 from radlogger.device import DeviceState
 from radlogger.devices.replay import ReplayDevice
-from radlogger.endpoints.storage import reader
 from radlogger.endpoints.storage.sqlite import SQLiteEndpoint
 from radlogger.options import OptionError
 from radlogger.pipeline import Pipeline
+from radlogger.store import reader
 
 
 def _record(store, directory: Path, data) -> Path:  # type: ignore[no-untyped-def]

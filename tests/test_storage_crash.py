@@ -18,10 +18,10 @@ import h5py
 import pytest
 from test_storage_helpers import counter_measurements
 
-from radlogger.endpoints.storage import reader
-from radlogger.endpoints.storage.base import rotated_files
 from radlogger.endpoints.storage.csv import CSVEndpoint
 from radlogger.endpoints.storage.jsonl import JSONLEndpoint
+from radlogger.store import reader
+from radlogger.store.rotation import rotated_files
 
 FLUSH_EVERY = 100
 PRODUCED = 250  # 200 flushed, 50 pending when the process dies

@@ -19,9 +19,9 @@ from test_storage_helpers import (
 from conftest import Collector, wait_for
 from radlogger.devices.synthetic import SyntheticDevice
 from radlogger.endpoint import EndpointState
-from radlogger.endpoints.storage import reader
 from radlogger.endpoints.storage.base import StorageError
 from radlogger.pipeline import Pipeline
+from radlogger.store import reader
 
 KINDS = [s for s in STORES if s[0] in ("csv", "jsonl.gz", "sqlite", "hdf5")]
 kinds = pytest.mark.parametrize("store", KINDS, ids=[s[0] for s in KINDS])

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from radlogger.endpoints.storage import codec
 from radlogger.endpoints.storage.base import StorageEndpoint
 from radlogger.endpoints.storage.csv import CSVEndpoint
 from radlogger.endpoints.storage.hdf5 import HDF5Endpoint
 from radlogger.endpoints.storage.jsonl import JSONLEndpoint
 from radlogger.endpoints.storage.sqlite import SQLiteEndpoint
 from radlogger.measurement import Measurement
+from radlogger.store import codec
 
 T0 = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from test_storage_helpers import T0, counter_measurements, make_store, store_params
 
-from radlogger.endpoints.storage import reader
-from radlogger.endpoints.storage.base import rotated_files
 from radlogger.endpoints.storage.csv import CSVEndpoint
 from radlogger.endpoints.storage.jsonl import JSONLEndpoint
 from radlogger.measurement import Measurement
+from radlogger.store import reader
+from radlogger.store.rotation import rotated_files
 
 NAME_RE = re.compile(r"^run-(\d{6})-(\d{8}T\d{6}Z)\.")
 

@@ -26,10 +26,10 @@ from test_storage_helpers import (
 
 from conftest import wait_for
 from radlogger.devices.synthetic import SyntheticDevice
-from radlogger.endpoints.storage import reader
 from radlogger.endpoints.storage.base import StorageError
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
+from radlogger.store import reader
 
 
 @store_params

@@ -240,7 +240,8 @@ def test_block_with_a_lost_packet_still_completes_so_the_next_capture_is_request
     """A count gap inside a block (a packet dropped as garbage) must count the lost packets
     against the block; otherwise the block never completes, no capture is requested and the
     driver idles until the data timeout forces a reconnect."""
-    from radlogger.devices.wsa4000.vrt import VRTParser, encode_data
+    from radlogger.devices.wsa4000.vrt import encode_data
+    from radlogger.devices.wsa4000.vrtparser import VRTParser
 
     class Outlet:
         def __init__(self) -> None:

@@ -265,7 +265,7 @@ def test_over_range_is_flagged_when_samples_clip() -> None:
 def test_cli_runs_standalone_and_stops_on_sigterm() -> None:
     ctl, data = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from radlogger.devices.wsa4000.simulator import cli; cli()",
+        [sys.executable, "-c", "from radlogger.devices.wsa4000.simcli import cli; cli()",
          "--control-port", str(ctl), "--data-port", str(data), "--tone", "1e6:-30dBm"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -292,7 +292,7 @@ def test_cli_runs_standalone_and_stops_on_sigterm() -> None:
 
 def test_cli_reports_a_bad_tone_in_one_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "from radlogger.devices.wsa4000.simulator import cli; cli()",
+        [sys.executable, "-c", "from radlogger.devices.wsa4000.simcli import cli; cli()",
          "--control-port", "0", "--data-port", "0", "--tone", "loud"],
         capture_output=True, text=True, timeout=30,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -20,7 +20,6 @@ from radlogger.devices.wsa4000.vrt import (
     IQ_STREAM,
     RECEIVER_STREAM,
     VRTPacket,
-    VRTParser,
     data_header,
     encode_context,
     encode_data,
@@ -28,6 +27,7 @@ from radlogger.devices.wsa4000.vrt import (
     trailer_flags,
     trailer_word,
 )
+from radlogger.devices.wsa4000.vrtparser import VRTParser
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -20,6 +20,8 @@ from typing import Any
 
 import usb.core
 
+from radlogger.errors import ConfigurationError
+
 from .protocol import USB_IDS
 
 __all__ = ["Board", "UsbUnavailable", "find_boards", "describe", "tty_of", "serial_of_tty",
@@ -29,7 +31,7 @@ __all__ = ["Board", "UsbUnavailable", "find_boards", "describe", "tty_of", "seri
 _BY_ID = re.compile(r"^usb-.+_([0-9A-Fa-f]{16})-if[0-9]+$")
 
 
-class UsbUnavailable(RuntimeError):
+class UsbUnavailable(ConfigurationError, RuntimeError):
     """No libusb backend: USB discovery cannot run (one-line message says what to install)."""
 
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from radlogger.errors import ProtocolError
+
 __all__ = [
     "SYNC", "HEADER_WORDS", "HEADER_BYTES", "MAX_LOG2_LAGS", "REASONS", "OK", "TRUNCATED",
     "BAD_SYNC", "BAD_LENGTH", "BAD_CHECKSUM", "FIELDS", "FIELD_NAMES", "POLARIZATIONS", "BadFrame",
@@ -63,7 +65,7 @@ FIELDS = np.dtype([
 FIELD_NAMES: tuple[str, ...] = FIELDS.names or ()
 
 
-class BadFrame(ValueError):
+class BadFrame(ProtocolError, ValueError):
     """A frame that failed validation; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, message: str = "") -> None:

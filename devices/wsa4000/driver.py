@@ -41,7 +41,8 @@ from .scpi import (
     SCPIClient,
     SCPIError,
 )
-from .vrt import DATA, IQ_STREAM, TRAILER_BITS, VRTPacket, VRTParser
+from .vrt import DATA, IQ_STREAM, TRAILER_BITS, VRTPacket
+from .vrtparser import VRTParser
 from .waveform import Tone, parse_tone
 
 __all__ = ["WSA4000Device"]

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+from radlogger.errors import ProtocolError
+
 from .scpi import Command, Parsed, check_value, lookup
 from .vrt import (
     DIGITIZER_STREAM,
@@ -62,7 +64,7 @@ class Received(NamedTuple):
     text: str
 
 
-class InstrumentError(Exception):
+class InstrumentError(ProtocolError):
     """A command the instrument refuses: queued as ``code,\"message\"``."""
 
     def __init__(self, code: int, message: str) -> None:

@@ -14,6 +14,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from radlogger.errors import ConnectionFailure
+
 __all__ = ["Command", "COMMANDS", "RF_GAINS", "DEFAULT_CONTROL_PORT", "DEFAULT_DATA_PORT",
            "parse_line", "lookup", "SCPIClient", "SCPIError", "MAX_LINE",
            "check_value"]
@@ -25,7 +27,7 @@ DEFAULT_DATA_PORT = 37000  # VRT stream
 MAX_LINE = 64 << 10
 
 
-class SCPIError(ConnectionError):
+class SCPIError(ConnectionFailure, ConnectionError):
     """The control connection failed or the instrument answered nonsense."""
 
 

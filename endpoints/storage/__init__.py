@@ -1,6 +1,7 @@
-"""Storage endpoints (csv, jsonl, sqlite, hdf5), their common reader, export and plots.
+"""Storage endpoints (csv, jsonl, sqlite, hdf5), export and plots.
 
-Each store module keeps its writer (an endpoint) and its reader together, because the two must
-agree on one file format; :mod:`radlogger.endpoints.storage.reader` opens any of them.
-See README.md.
+The writers are here; each format's reader and layout names are in the core,
+:mod:`radlogger.store` (the replay device reads stores too), and every writer imports its
+format's names from there, so one definition keeps writer and reader in agreement.
+:mod:`radlogger.store.reader` opens any store.  See README.md.
 """

@@ -13,16 +13,7 @@ file holds exactly its interval's data, replays included.  A file is opened lazi
 flush that needs it (so its name can carry the time of its first measurement), except the
 single, unrotated file, which is opened at start so a bad path shows at once.
 
-Disk errors (disk full, permission denied, read-only file system, a vanished directory) never
-escape into the pipeline.  Each is counted in ``disk_errors`` (by errno) and ``stats.errors``
-and logged as one line naming the file, the cause and the fix.  Then, per ``on_disk_error``:
-
-* ``retry``: the pending buffer is kept and writing is retried with exponential backoff; new
-  measurements are still accepted up to ``buffer_max`` pending, after which new ones are refused
-  and counted (drop reason ``disk_backlog_full``).  When the disk recovers, everything kept is
-  written.  At stop, whatever still cannot be written is counted (``disk_error``).
-* ``fail``: the endpoint is marked failed; its pending measurements are counted as dropped
-  (``disk_error``) and everything after is dropped by the endpoint base.
+Disk errors never escape into the pipeline: see diskerrors.py (``DiskErrorPolicy``).
 
 Accounting: the endpoint base counts a measurement *handled* once ``handle_batch`` returns.  A
 store that later loses an accepted measurement moves it from handled to dropped, only ever on
@@ -45,18 +36,19 @@ from radlogger.backoff import Backoff
 from radlogger.endpoint import Endpoint, EndpointState
 from radlogger.measurement import Measurement
 from radlogger.options import by_reason
+from radlogger.store.rotation import next_index, rotated_path
 
-from .diskerrors import StorageError, describe
+from .diskerrors import DiskErrorPolicy, StorageError
 from .flusher import Flusher
 from .options import STORAGE_OPTIONS
-from .rotation import next_index, rotated_files, rotated_path, split_name
 
-__all__ = ["StorageEndpoint", "StorageError", "split_name", "rotated_files", "STORAGE_OPTIONS"]
+__all__ = ["StorageEndpoint", "StorageError", "STORAGE_OPTIONS"]
 
 log = logging.getLogger(__name__)
 
 
-class StorageEndpoint(Endpoint):
+
+class StorageEndpoint(DiskErrorPolicy, Endpoint):
     """Base of the file stores.  Subclasses implement the ``_``-prefixed file methods."""
 
     base_options = Endpoint.base_options + STORAGE_OPTIONS  # type: ignore[assignment]
@@ -361,69 +353,6 @@ class StorageEndpoint(Endpoint):
             log.warning("endpoint %s (%s): writing to %s again after %d disk errors",
                         self.name, self.kind, self.current_path, sum(self.disk_errors.values()))
         return True
-
-    def _write_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, self.storage_exceptions):
-            self._storage_error(exc)
-        else:
-            self._write_bug(exc)
-
-    def _storage_error(self, exc: BaseException) -> None:
-        reason, text = describe(exc)
-        self.disk_errors[reason] += 1
-        self._errors_unreported += 1
-        where = self.current_path if self._is_open and self.current_path else self.path
-        self.last_error = f"cannot write {where}: {text}"
-        if self.settings.on_disk_error == "fail":
-            self._fatal = exc
-            log.error("endpoint %s (%s): %s; on_disk_error = fail: the endpoint stops",
-                      self.name, self.kind, self.last_error)
-            return
-        delay = self._retry.next_delay()
-        self._broken = True
-        self._retry_at = time.monotonic() + delay
-        if self._flusher is not None:
-            self._flusher.arm(self._retry_at)
-        log.error("endpoint %s (%s): %s; %d measurements kept in memory (at most "
-                  "buffer_max = %d), retrying in %.1f s", self.name, self.kind, self.last_error,
-                  self._pending, self.settings.buffer_max, delay)
-
-    def _write_bug(self, exc: BaseException) -> None:
-        """Not a disk error: retrying cannot help, so fail loudly (with the traceback)."""
-        self._errors_unreported += 1
-        self.disk_errors[type(exc).__name__] += 1
-        self.last_error = f"writing {self.current_path or self.path} failed: " \
-                          f"{type(exc).__name__}: {exc} (a bug: please report it)"
-        self._fatal = exc
-        log.error("endpoint %s (%s): %s", self.name, self.kind, self.last_error, exc_info=exc)
-
-    def _fail_now(self, refused: int) -> None:
-        """on_disk_error = fail: count what is lost, close, mark failed (worker/stop thread)."""
-        lost = self._pending
-        if lost:
-            self._discard_pending()
-            self._reset_pending()
-        self._lose(lost + refused, "disk_error")
-        self._close_quietly()
-        if self._flusher is not None:  # the base skips close() for a failed endpoint
-            self._flusher.stop(join=False)
-            self._flusher = None
-        if self.state is not EndpointState.FAILED:
-            log.error("endpoint %s (%s) failed: %s; %d measurements lost", self.name,
-                      self.kind, self.last_error, lost + refused)
-            self._set_state(EndpointState.FAILED)
-
-    def _lose(self, n: int, reason: str) -> None:
-        """Re-classify ``n`` accepted measurements from handled to dropped (see module doc)."""
-        if n <= 0:
-            return
-        self.count_lost(reason, n)
-        self.lost += n
-
-    def _report_errors(self) -> None:
-        if self._errors_unreported:
-            self.stats.errors += self._errors_unreported
-            self._errors_unreported = 0
 
     def _close_quietly(self) -> None:
         self._rotate_due = False

@@ -15,9 +15,9 @@ from typing import Any
 import click
 
 from radlogger.measurement import Measurement
+from radlogger.store.reader import KIND_BY_EXTENSION, Store, StoreError, kind_for_path, parse_time
 
 from .base import StorageEndpoint, StorageError
-from .reader import KIND_BY_EXTENSION, Store, StoreError, kind_for_path, parse_time
 
 __all__ = ["export", "plot", "writer_for"]
 

@@ -6,35 +6,21 @@ text exact to read back: ``int``, ``float`` (Python's shortest round-trip repr; 
 or for an array its dtype and shape, e.g. ``<f4[1024]``, with the raw C-order bytes base64
 encoded.  CSV is meant for scalars; arrays are kept rather than refused, but HDF5 or SQLite
 store them four times smaller and faster.  ``device_time`` is empty, an integer, or a float;
-``meta`` is empty (None) or JSON.
+``meta`` is empty (None) or JSON.  Reading: radlogger.store.csv.
 """
 
 from __future__ import annotations
 
 import csv
-import re
-import sys
-from collections.abc import Iterator
-from itertools import islice
-from pathlib import Path
 from typing import Any
 
 from radlogger.measurement import Measurement
+from radlogger.store import codec
+from radlogger.store.csv import COLUMNS, QUOTE
 
-from . import codec
-from .selection import Selection
-from .textfile import LineSource, TextFileEndpoint
+from .textfile import TextFileEndpoint
 
-__all__ = ["CSVEndpoint", "read_file", "file_topics", "COLUMNS"]
-
-COLUMNS = ("t_ns", "source", "topic", "seq", "type", "value", "unit", "device_time", "meta")
-_INT_RE = re.compile(r"^-?\d+$")
-_QUOTE = b'"'
-
-# The csv module refuses fields over 128 KiB by default, but the writer stores any array (a
-# 32k-sample complex64 block is 350 KB of base64): without this, files we wrote could not be
-# read back.  The limit is process-wide; raising it only makes reading more permissive.
-csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2 ** 31 - 1)))
+__all__ = ["CSVEndpoint"]
 
 
 class _LineSink(list[str]):
@@ -47,7 +33,7 @@ class CSVEndpoint(TextFileEndpoint):
     kind = "csv"
     summary = "CSV file, one row per measurement (scalars; arrays as base64); rotation, gzip"
     header = (",".join(COLUMNS) + "\n").encode()
-    quote = _QUOTE
+    quote = QUOTE
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
@@ -79,58 +65,3 @@ class CSVEndpoint(TextFileEndpoint):
         line = self._sink.pop().encode("utf-8")
         self._lines.append(line)
         return len(line)
-
-
-def _value(kind: str, text: str) -> Any:
-    if kind == "float":
-        return float(text)
-    if kind == "int":
-        return int(text)
-    if kind == "str":
-        return text
-    if kind == "none":
-        return None
-    if kind == "bool":
-        if text not in ("true", "false"):
-            raise ValueError(f"bad bool {text!r}")
-        return text == "true"
-    if kind == "bytes":
-        return codec.b64decode(text)
-    dtype, shape = codec.parse_array_type(kind)
-    return codec.array_from_bytes(codec.b64decode(text), dtype, shape)
-
-
-def parse_device_time(text: str) -> int | float | None:
-    if not text:
-        return None
-    return int(text) if _INT_RE.match(text) else float(text)
-
-
-def _rows(path: Path) -> Iterator[list[str]]:
-    reader = csv.reader(LineSource(path, _QUOTE))  # whole records: a str may hold newlines
-    header = list(COLUMNS)
-    for row in reader:
-        if row == header:
-            continue
-        if len(row) != len(COLUMNS):
-            raise ValueError(f"{path}, row {reader.line_num}: expected {len(COLUMNS)} "
-                             f"columns ({', '.join(COLUMNS)}), got {len(row)}")
-        yield row
-
-
-def read_file(path: Path, sel: Selection) -> Iterator[Measurement]:
-    topic_ok, time_ok, timed = sel.topic_ok, sel.time_ok, sel.timed
-    for row in _rows(path):
-        t_ns_s, source, topic, seq, kind, text, unit, dt, meta = row
-        if not topic_ok(topic):
-            continue
-        t_ns = int(t_ns_s)
-        if timed and not time_ok(t_ns):
-            continue
-        yield Measurement(source, topic, _value(kind, text), t_ns, unit,
-                          parse_device_time(dt), codec.meta_from_json(meta), int(seq))
-
-
-def file_topics(path: Path, limit: int | None = None) -> set[str]:
-    """Topics in the file (in its first ``limit`` rows: a big text file is slow to scan)."""
-    return {row[2] for row in islice(_rows(path), limit)}

@@ -1,6 +1,6 @@
 """The HDF5 store (h5py): chunked, compressed, extendable datasets per topic.
 
-Layout (also in README.md)::
+Layout (its names and reader in radlogger.store.hdf5; also in README.md)::
 
     /                      attrs radlogger_format, radlogger_version
     /<topic>/              one group per topic, attr topic
@@ -53,21 +53,25 @@ import numpy as np
 
 from radlogger.measurement import Measurement
 from radlogger.options import Option
+from radlogger.store import codec
+from radlogger.store.hdf5 import (
+    FORMAT,
+    Key,
+    complete_rows,
+    group_name,
+    has_value,
+    segment_key,
+    segments,
+)
 
-from . import codec
 from .base import StorageEndpoint
 
-__all__ = ["HDF5Endpoint", "FORMAT", "segments", "segment_key", "complete_rows",
-           "has_value"]
+__all__ = ["HDF5Endpoint"]
 
-FORMAT = "radlogger-hdf5"
 _STR = h5py.string_dtype("utf-8")
 _BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 _SCALARS = {"int": np.dtype("<i8"), "float": np.dtype("<f8"), "bool": np.dtype("bool")}
 _MAX_SCALAR_CHUNK = 8192
-
-Key = tuple[str, str, str, str, str, tuple[int, ...], str, bool]
-
 
 class _Segment:
     """Pending rows of one segment, kept as Python lists until a flush converts them."""
@@ -86,14 +90,6 @@ class _Segment:
     def clear(self) -> None:
         self.rel, self.t_ns, self.seq = [], [], []
         self.values, self.dts, self.metas = [], [], []
-
-
-def _group_name(topic: str) -> str:
-    return topic.replace("/", "%2F")
-
-
-def has_value(kind: str, shape: tuple[int, ...]) -> bool:
-    return kind != "none" and not (kind == "array" and 0 in shape)
 
 
 class HDF5Endpoint(StorageEndpoint):
@@ -261,7 +257,7 @@ class HDF5Endpoint(StorageEndpoint):
             comp = {"compression": "lzf"}
         for seg in new:
             topic, source, unit, kind, dtype, shape, dt_kind, has_meta = seg.key
-            tg = f.require_group(_group_name(topic))
+            tg = f.require_group(group_name(topic))
             if "topic" not in tg.attrs:
                 tg.attrs["topic"] = topic
             name = str(len(tg))
@@ -326,26 +322,6 @@ def _columns(seg: _Segment, base: int) -> Iterator[tuple[str, Any]]:
     yield "t_ns", np.asarray(seg.t_ns, np.int64)
     yield "seq", np.asarray(seg.seq, np.int64)
     yield "order", np.asarray(seg.rel, np.int64) + base  # last: a row counts once all is there
-
-
-def segment_key(topic: str, a: Any) -> Key:
-    return (topic, str(a["source"]), str(a["unit"]), str(a["kind"]), str(a["dtype"]),
-            codec.parse_shape(str(a["shape"])), str(a["device_time"]), bool(a["meta"]))
-
-
-def segments(f: h5py.File) -> Iterator[tuple[str, h5py.Group]]:
-    for tg in f.values():
-        if isinstance(tg, h5py.Group) and "topic" in tg.attrs:
-            topic = str(tg.attrs["topic"])
-            for g in tg.values():
-                if isinstance(g, h5py.Group) and "kind" in g.attrs:
-                    yield topic, g
-
-
-def complete_rows(g: h5py.Group) -> int:
-    """Rows complete in every column (a crash during a flush may leave some columns longer)."""
-    lengths = [len(ds) for ds in g.values() if isinstance(ds, h5py.Dataset)]
-    return min(lengths) if lengths else 0
 
 
 def _scan(f: h5py.File, boundary: int | None) -> tuple[dict[Key, list[Any]], int]:

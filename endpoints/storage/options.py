@@ -1,9 +1,11 @@
-"""The options every store shares: where, when to flush, when to rotate, what a failing disk
-does (their meaning is argued in :mod:`.base`)."""
+"""The options every store shares: where, when to flush, when to rotate, and what a failing
+disk does (:mod:`.diskerrors`); their meaning is argued in :mod:`.base`."""
 
 from __future__ import annotations
 
 from radlogger.options import Option
+
+from .diskerrors import DISK_ERROR_OPTIONS
 
 __all__ = ["STORAGE_OPTIONS"]
 
@@ -22,11 +24,4 @@ STORAGE_OPTIONS = (
     Option("rotate_interval", float, 0.0, "start a new file every this many seconds of "
            "measurement time, aligned on the epoch: 3600 = hourly, 86400 = daily at 00:00 UTC "
            "(0 = never)", min=0),
-    Option("on_disk_error", str, "retry", "on disk full / permission errors: keep data in "
-           "memory and retry with backoff, or mark the endpoint failed",
-           choices=("retry", "fail")),
-    Option("retry_initial", float, 1.0, "first retry delay after a disk error, seconds", min=0),
-    Option("retry_max", float, 30.0, "longest retry delay after disk errors, seconds", min=0),
-    Option("buffer_max", int, 100_000, "measurements kept in memory while the disk fails; "
-           "newer ones are refused and counted", min=1),
-)
+) + DISK_ERROR_OPTIONS

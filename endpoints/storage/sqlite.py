@@ -1,6 +1,6 @@
 """The SQLite store (stdlib ``sqlite3``): WAL, one transaction per flush, indexed by series/time.
 
-Schema (also in README.md)::
+Schema (defined in radlogger.store.sqlite, beside the reader; also in README.md)::
 
     series(id, source, topic, unit)            -- one row per (device, topic, unit)
     measurements(id, series, t_ns, seq, kind, value, dtype, shape, device_time, meta)
@@ -22,50 +22,17 @@ failed commit (disk full) rolls back whole, to be retried with the same rows.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from radlogger.measurement import Measurement
 from radlogger.options import Option
+from radlogger.store import codec
+from radlogger.store.sqlite import FORMAT, SCHEMA, VERSION
 
-from . import codec
 from .base import StorageEndpoint
-from .selection import Selection
 
-__all__ = ["SQLiteEndpoint", "read_file", "file_topics", "SCHEMA"]
-
-FORMAT = "radlogger-sqlite"
-VERSION = "1"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS radlogger_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    source TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    unit TEXT NOT NULL,
-    UNIQUE (source, topic, unit)
-);
-CREATE INDEX IF NOT EXISTS series_topic ON series (topic);
-CREATE TABLE IF NOT EXISTS measurements (
-    id INTEGER PRIMARY KEY,
-    series INTEGER NOT NULL REFERENCES series (id),
-    t_ns INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    value,
-    dtype TEXT,
-    shape TEXT,
-    device_time,
-    meta TEXT
-);
-CREATE INDEX IF NOT EXISTS measurements_series_time ON measurements (series, t_ns);
-CREATE VIEW IF NOT EXISTS measurement_view AS
-    SELECT m.id, m.t_ns, s.source, s.topic, m.seq, m.kind, m.value, s.unit, m.dtype, m.shape,
-           m.device_time, m.meta
-    FROM measurements AS m JOIN series AS s ON s.id = m.series;
-"""
+__all__ = ["SQLiteEndpoint"]
 
 _INSERT = ("INSERT INTO measurements (series, t_ns, seq, kind, value, dtype, shape, "
            "device_time, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -200,67 +167,3 @@ class SQLiteEndpoint(StorageEndpoint):
     def _discard_pending(self) -> None:
         self._rows = []
         self._new_series.clear()
-
-
-# -------------------------------------------------------------------- reading
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
-def _value(kind: str, v: Any, dtype: str | None, shape: str | None) -> Any:
-    if kind == "float":
-        return float("nan") if v is None else float(v)
-    if kind == "int" or kind == "str" or kind == "none":
-        return v
-    if kind == "array":
-        return codec.array_from_bytes(v, dtype or "", codec.parse_shape(shape))
-    if kind == "bool":
-        return bool(v)
-    if kind == "bytes":
-        return bytes(v)
-    raise ValueError(f"unknown kind {kind!r}")
-
-
-def read_file(path: Path, sel: Selection) -> Iterator[Measurement]:
-    conn = connect_readonly(path)
-    try:
-        series = {i: (s, t, u) for i, s, t, u in
-                  conn.execute("SELECT id, source, topic, unit FROM series")}
-        wanted = [i for i, (_, t, _) in series.items() if sel.topic_ok(t)]
-        if not wanted:
-            return
-        where: list[str] = []
-        args: list[int] = []
-        if sel.topics:
-            where.append(f"series IN ({','.join('?' * len(wanted))})")
-            args.extend(wanted)
-        if sel.since_ns is not None:
-            where.append("t_ns >= ?")
-            args.append(sel.since_ns)
-        if sel.until_ns is not None:
-            where.append("t_ns < ?")
-            args.append(sel.until_ns)
-        sql = ("SELECT series, t_ns, seq, kind, value, dtype, shape, device_time, meta "
-               "FROM measurements" + (" WHERE " + " AND ".join(where) if where else "") +
-               " ORDER BY id")
-        cur = conn.execute(sql, args)
-        meta_from_json = codec.meta_from_json
-        while True:
-            rows = cur.fetchmany(2048)
-            if not rows:
-                break
-            for sid, t_ns, seq, kind, v, dtype, shape, dt, meta in rows:
-                source, topic, unit = series[sid]
-                yield Measurement(source, topic, _value(kind, v, dtype, shape), t_ns, unit, dt,
-                                  meta_from_json(meta), seq)
-    finally:
-        conn.close()
-
-
-def file_topics(path: Path, limit: int | None = None) -> set[str]:
-    """Topics in the file (``limit`` is for text formats; this one lists them cheaply)."""
-    conn = connect_readonly(path)
-    try:
-        return {r[0] for r in conn.execute("SELECT DISTINCT topic FROM series")}
-    finally:
-        conn.close()

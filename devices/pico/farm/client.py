@@ -27,13 +27,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from radlogger.backoff import Backoff
+from radlogger.errors import ConnectionFailure
 
 __all__ = ["FarmClient", "FarmClientError", "EventHandler", "EventListener"]
 
 log = logging.getLogger(__name__)
 
 
-class FarmClientError(RuntimeError):
+class FarmClientError(ConnectionFailure, RuntimeError):
     """The farm refused a request (``status`` is the HTTP status, 0 when unreachable)."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from radlogger.errors import ProtocolError
+
 __all__ = ["FarmError", "BadRequest", "Unauthorized", "NotFound", "Conflict"]
 
 
-class FarmError(Exception):
+class FarmError(ProtocolError):
     status = 400
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from radlogger.broker import pattern_matches
+from radlogger.topics import pattern_matches
 
 __all__ = ["Selection", "parse_time"]
 

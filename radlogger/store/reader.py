@@ -5,11 +5,13 @@
 read too, in order), or a glob.  The format is recognised by content (SQLite and HDF5
 signatures, gzip, a CSV header or a JSON object), not by the file name.
 
-The replay device (devices/replay.py) and the export and plot commands use this module; it is
-the only import from ``devices/`` into ``endpoints/`` (README.md says why that direction).
-Each store module keeps its own ``read_file``/``file_topics`` next to its writer (hdf5's are in
-``hdf5_read.py`` beside it), so a format changes in one place; modules are imported on first
-use (h5py is slow to import).
+The replay device (devices/replay.py) and the export and plot
+commands use this module.  It lives in the core, as python-can keeps ``can/io`` in ``can``:
+devices and endpoints both import it, never each other.  Each format's ``read_file`` /
+``file_topics`` and its layout names (schema, columns, HDF5 segment keys) are in this package
+(``csv``, ``jsonl``, ``sqlite``, ``hdf5``), imported by the writers in
+``radlogger.endpoints.storage``, so a format is defined once.  The format modules are imported
+on first use: h5py is optional and slow to import.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from radlogger.errors import ProtocolError
 from radlogger.measurement import Measurement
 
-from .base import rotated_files, split_name
+from .lines import GZIP_MAGIC, read_lines
+from .rotation import rotated_files, split_name
 from .selection import Selection, parse_time
-from .textfile import GZIP_MAGIC, read_lines
 
 __all__ = ["read", "open_store", "Store", "StoreError", "detect", "resolve_files", "topics",
            "parse_time", "Selection", "KIND_BY_EXTENSION", "kind_for_path"]
@@ -34,12 +37,11 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KIND_BY_EXTENSION = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".sqlite": "sqlite",
                      ".sqlite3": "sqlite", ".db": "sqlite", ".h5": "hdf5", ".hdf5": "hdf5",
                      ".he5": "hdf5"}
-_MODULES = {"csv": "radlogger.endpoints.storage.csv", "jsonl": "radlogger.endpoints.storage.jsonl",
-            "sqlite": "radlogger.endpoints.storage.sqlite",
-            "hdf5": "radlogger.endpoints.storage.hdf5_read"}
+_MODULES = {"csv": "radlogger.store.csv", "jsonl": "radlogger.store.jsonl",
+            "sqlite": "radlogger.store.sqlite", "hdf5": "radlogger.store.hdf5"}
 
 
-class StoreError(ValueError):
+class StoreError(ProtocolError, ValueError):
     """A path that is not a readable store; the message names it and says why."""
 
 

@@ -1,4 +1,8 @@
-"""Reading the HDF5 store (layout in hdf5.py): segments merged back into write order."""
+"""Reading the HDF5 store: its layout's names, segments merged back into write order.
+
+The layout is described in radlogger.endpoints.storage.hdf5 (the writer).  h5py is optional:
+radlogger.store.reader imports this module only when it meets an HDF5 file.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,44 @@ import numpy as np
 
 from radlogger.measurement import Measurement
 
-from .hdf5 import complete_rows, has_value, segment_key, segments
+from . import codec
 from .selection import Selection
 
-__all__ = ["read_file", "file_topics", "open_readonly"]
+__all__ = ["read_file", "file_topics", "open_readonly", "FORMAT", "Key", "segments",
+           "segment_key", "complete_rows", "has_value", "group_name"]
+
+FORMAT = "radlogger-hdf5"
+Key = tuple[str, str, str, str, str, tuple[int, ...], str, bool]
 
 _READ_BLOCK_BYTES = 32 << 20
+
+
+def group_name(topic: str) -> str:
+    return topic.replace("/", "%2F")
+
+
+def has_value(kind: str, shape: tuple[int, ...]) -> bool:
+    return kind != "none" and not (kind == "array" and 0 in shape)
+
+
+def segment_key(topic: str, a: Any) -> Key:
+    return (topic, str(a["source"]), str(a["unit"]), str(a["kind"]), str(a["dtype"]),
+            codec.parse_shape(str(a["shape"])), str(a["device_time"]), bool(a["meta"]))
+
+
+def segments(f: h5py.File) -> Iterator[tuple[str, h5py.Group]]:
+    for tg in f.values():
+        if isinstance(tg, h5py.Group) and "topic" in tg.attrs:
+            topic = str(tg.attrs["topic"])
+            for g in tg.values():
+                if isinstance(g, h5py.Group) and "kind" in g.attrs:
+                    yield topic, g
+
+
+def complete_rows(g: h5py.Group) -> int:
+    """Rows complete in every column (a crash during a flush may leave some columns longer)."""
+    lengths = [len(ds) for ds in g.values() if isinstance(ds, h5py.Dataset)]
+    return min(lengths) if lengths else 0
 
 
 def open_readonly(path: Path) -> h5py.File:
