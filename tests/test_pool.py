@@ -16,7 +16,7 @@ from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError
 from radlogger.pipeline import Pipeline
-from radlogger.pool import EndpointPool
+from radlogger.workers.pool import EndpointPool
 
 
 class Doubler(Endpoint):
