@@ -19,19 +19,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..broker import pattern_matches
 from ..endpoint import Endpoint, EndpointState
 from ..measurement import Measurement
 from ..plugins import load_class
 
-__all__ = ["StageSpec", "Chain", "Result", "load_stage"]
+__all__ = ["StageSpec", "Chain", "Result", "load_stage", "TakesControl"]
 
 log = logging.getLogger(__name__)
 
 #: failed items at the chain's input, crash text (or ""), stages re-created
 Result = tuple[int, str, int]
+
+
+@runtime_checkable
+class TakesControl(Protocol):
+    """The optional capability of a stage that reacts to control events (``reset``, ``mark``,
+    codes >= 100), e.g. ``integrate``; ``flush`` always goes to :meth:`Endpoint.flush`."""
+
+    def on_control(self, command: str, arg: int = 0) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -184,10 +192,9 @@ class Chain:
                 if name == "flush":
                     stage.flush()
                 else:
-                    hook = getattr(stage, "on_control", None)
-                    if hook is None:
+                    if not isinstance(stage, TakesControl):
                         continue
-                    hook(name, arg)
+                    stage.on_control(name, arg)
             except Exception as exc:  # noqa: BLE001 - a stage bug must not kill the worker
                 stage.stats.errors += 1
                 log.error("stage %s failed on control %s: %s", stage.name, name, exc)

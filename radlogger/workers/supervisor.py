@@ -9,8 +9,9 @@ Supervision (one thread per worker process): the child is dead when its process 
 (counted in ``crashes``) or hung when no heartbeat came for ``hang_timeout`` seconds (killed,
 counted in ``hangs``); either way ``on_death`` is told and it is restarted after a backoff.
 Accounting: ``sent`` counts measurements handed to the kernel; the child's heartbeats report
-how many it processed (``confirmed``); what was sent to an incarnation that died and never confirmed is ``lost``.
-So ``offered == sent + sum(undelivered)`` and ``sent == confirmed + lost + in_flight``.
+how many it processed (``confirmed``); what was sent to an incarnation that died and never
+confirmed is ``lost``.  So ``offered == sent + sum(undelivered)`` and
+``sent == confirmed + lost + in_flight``.
 """
 
 from __future__ import annotations
