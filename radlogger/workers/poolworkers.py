@@ -173,11 +173,12 @@ class ProcessWorker:
     def submit(self, seq: int, items: list[Measurement]) -> None:
         unsent = self.process.send_batch(items)
         why = ", ".join(f"{n} {r}" for r, n in unsent.items())
+        if unsent:  # before the item's end is sent: its acknowledgement may come at once
+            self._unsent[seq] = (sum(unsent.values()), f"not handed to the worker: {why}")
         if not self.process.control("item", seq):
+            self._unsent.pop(seq, None)
             self._post(self, seq, [], len(items), None,
                        f"work item not handed to the worker ({why or 'control'})", 0)
-        elif unsent:
-            self._unsent[seq] = (sum(unsent.values()), f"not handed to the worker: {why}")
 
     def _ack(self, body: str) -> None:
         """Supervisor thread: a control event was done; the first results in ``_outputs``
