@@ -89,14 +89,24 @@ class ChildWorker:
 
     # ---------------------------------------------------------------- upstream text
     def say(self, kind: str, text: str = "") -> None:
-        try:
-            self.up.send(messages.format_message(kind, self.inc, text))
-        except BlockingIOError:
-            self.says_dropped += 1
-        except OSError as exc:
-            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EPIPE):
-                raise _ParentGone from None
-            raise
+        """Send one text message; a full socket drops logs and heartbeats (counted), but never
+        what the parent waits for (acknowledgements, ready, error, bye): those wait for room."""
+        data = messages.format_message(kind, self.inc, text)
+        while True:
+            try:
+                self.up.send(data)
+                return
+            except BlockingIOError:
+                if kind in ("log", "hb", "hello"):
+                    self.says_dropped += 1
+                    return
+                select.select([], [self.up], [], 0.5)
+                if os.getppid() != self.ppid:
+                    raise _ParentGone from None
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EPIPE):
+                    raise _ParentGone from None
+                raise
 
     def counters(self) -> str:
         errors = self.chain.errors
