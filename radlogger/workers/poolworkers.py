@@ -56,7 +56,7 @@ class ThreadWorker:
         self.alive = False
         self.stopping = False
         self.pid = None
-        self.restarts = 0  # counted by the pool when it revives a thread
+        self.restarts = 0  # a revived thread is counted by the pool itself
         self.backoff = Backoff(0.05, 5.0)
         self.restart_at = 0.0
         self.failures = 0  # deaths and failed restarts since the last good work item
