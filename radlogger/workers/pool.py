@@ -149,8 +149,8 @@ class EndpointPool(Endpoint):
                 if isinstance(worker, ThreadWorker):
                     # A first death restarts at once; one that keeps dying backs off.
                     delay = worker.backoff.next_delay() if worker.failures else 0.0
-                    worker.failures += 1
                     worker.restart_at = time.monotonic() + delay
+                worker.failures += 1
             else:
                 n = worker.outstanding.pop(seq, None)
                 if n is None:
@@ -158,12 +158,13 @@ class EndpointPool(Endpoint):
                 self._done[seq] = (outputs, failed, error, crashed)
                 worker.chunks += 1
                 self._restarts += recreated
-                if crashed:
+                if recreated:  # the stage raised and was re-created: a crash of the worker
                     self.crashes += 1
                     worker.crashes += 1
-                elif isinstance(worker, ThreadWorker):
+                elif not crashed:
                     worker.failures = 0
-                    worker.backoff.reset()
+                    if isinstance(worker, ThreadWorker):
+                        worker.backoff.reset()
             self._cv.notify_all()
 
     def _revive(self) -> None:

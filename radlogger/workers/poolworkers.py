@@ -140,6 +140,8 @@ class ProcessWorker:
         self._unsent: dict[int, tuple[int, str]] = {}
         self.outstanding: dict[int, int] = {}  # guarded by the pool's lock
         self.chunks = self.crashes = 0  # counted by the pool
+        self.failures = 0  # deaths since the last good work item (counted by the pool)
+        self._broken = -1
         self.process = WorkerProcess(
             f"{name}#{index}", [spec], ["last"], self._outputs.append, on_ack=self._ack,
             on_death=self._death, hang_timeout=settings.hang_timeout,
@@ -147,7 +149,9 @@ class ProcessWorker:
 
     @property
     def alive(self) -> bool:
-        return self.process.state == "running"
+        """Running, and not the incarnation a hand-over just failed on (until the supervisor
+        notices that it died, no more work is given to it)."""
+        return self.process.state == "running" and self._broken != self.process.incarnation
 
     @property
     def pid(self) -> int | None:
@@ -156,10 +160,6 @@ class ProcessWorker:
     @property
     def restarts(self) -> int:
         return self.process.restarts
-
-    @property
-    def failures(self) -> int:
-        return 0 if self.alive else self.process.backoff.attempts
 
     def start(self) -> None:
         self.process.start()
@@ -176,9 +176,19 @@ class ProcessWorker:
         if unsent:  # before the item's end is sent: its acknowledgement may come at once
             self._unsent[seq] = (sum(unsent.values()), f"not handed to the worker: {why}")
         if not self.process.control("item", seq):
+            # A worker that cannot take a work item is broken (like the old stream worker
+            # that could not be written to): end it; its death fails what it held, this too
+            # (picked while running, so a death now or just before is reported after it).
             self._unsent.pop(seq, None)
-            self._post(self, seq, [], len(items), None,
-                       f"work item not handed to the worker ({why or 'control'})", 0)
+            state = self.process.state
+            if state == "running":
+                self._broken = self.process.incarnation
+                log.error("worker %s: cannot hand it work item %d (%s): killed",
+                          self.process.name, seq, why or "control")
+                self.process.kill()
+            elif state in ("stopping", "stopped", "failed"):  # no death will be reported
+                self._post(self, seq, [], len(items), None,
+                           f"work item not handed to the worker ({why or 'control'})", 0)
 
     def _ack(self, body: str) -> None:
         """Supervisor thread: a control event was done; the first results in ``_outputs``

@@ -98,17 +98,13 @@ class WorkerProcess:
         self.state = "stopped"
         self.incarnation = 0
         # internals
-        self._confirmed_before = 0
-        self._inc_done = 0
-        self._sent_at_ready = 0
+        self._confirmed_before = self._inc_done = self._sent_at_ready = 0
         self._ready_at = 0.0
         self._ready = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._stop = False
-        self.restart_at = 0.0
-        self._spawned_at = 0.0
-        self._last_hb = 0.0
+        self.restart_at = self._spawned_at = self._last_hb = 0.0
         self._child_error = ""
 
     # ---------------------------------------------------------------- properties
@@ -226,9 +222,11 @@ class WorkerProcess:
         return clean
 
     # ---------------------------------------------------------------- downstream
-    def send(self, m: Measurement) -> str | None:
-        """Hand ``m`` to the child; None when handed over, else the reason (not counted)."""
-        return self.feeder.send(m)
+    def kill(self) -> None:
+        """End the current incarnation now (a broken hand-over): counted as a crash, restarted."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
     def send_batch(self, batch: Iterable[Measurement]) -> Counter[str]:
         """Send each measurement; returns the reasons of those not handed over (counted)."""
