@@ -34,7 +34,7 @@ from radlogger.endpoints.mqtt import MQTTEndpoint
 from radlogger.endpoints.null import NullEndpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
-from radlogger.pool import EndpointPool
+from radlogger.workers.pool import EndpointPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from mosquitto import MOSQUITTO, Mosquitto  # noqa: E402  (the one broker helper, in tests/)

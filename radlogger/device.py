@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .backoff import Backoff
+from .errors import RadloggerError
 from .measurement import Measurement, now_ns
 from .options import Configurable, Option
 from .stats import ProducerStats
@@ -41,7 +42,7 @@ class DeviceState(str, enum.Enum):
     FAILED = "failed"
 
 
-class DeviceDone(Exception):
+class DeviceDone(RadloggerError):
     """Raised by ``poll()`` of a finite source when it has no more data (not an error)."""
 
 

@@ -8,13 +8,14 @@ message that says what to install.
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from radlogger.errors import ConfigurationError
 
 __all__ = ["DEVICE_GROUP", "ENDPOINT_GROUP", "PluginError", "names", "load", "load_device",
-           "load_endpoint"]
+           "load_endpoint", "load_class"]
 
 DEVICE_GROUP = "radlogger.devices"
 ENDPOINT_GROUP = "radlogger.endpoints"
@@ -52,3 +53,27 @@ def load_device(name: str) -> Any:
 
 def load_endpoint(name: str) -> Any:
     return load(ENDPOINT_GROUP, name)
+
+
+def load_class(spec: str, group: str = ENDPOINT_GROUP, base: type | None = None) -> Any:
+    """A class named by entry-point name in ``group`` (``fft``) or by path (``pkg.mod:Class``).
+
+    The one loader for every place that names a class in text (pool workers, pipeline-process
+    stages, command-line writers), so errors read the same everywhere.  With ``base`` the class
+    must be a subclass of it.  Raises :class:`PluginError` (a LookupError) or TypeError.
+    """
+    if ":" not in spec:
+        cls = load(group, spec)
+    else:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PluginError(f"class {spec!r}: cannot import {module_name}: {exc}") from None
+        try:
+            cls = getattr(module, attr)
+        except AttributeError:
+            raise PluginError(f"class {spec!r}: {module_name} has no {attr}") from None
+    if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"{spec} is not a {base.__name__} class")
+    return cls

@@ -56,16 +56,12 @@ PLUGINS: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {
     ("endpoint", "longpoll"): ({"port": 0}, {"requests", "served", "gaps", "lost", "waiting",
                                              "buffered", "buffered_bytes", "evicted", "cursor"}),
     ("endpoint", "pool"): ({"endpoint": "null", "workers": 1},
-                           {"crashes", "restarts", "chunks"}),
+                           {"crashes", "restarts", "chunks", "workers_alive"}),
     ("endpoint", "csv"): ({"path": "{tmp}/a.csv"}, _STORE),
     ("endpoint", "jsonl"): ({"path": "{tmp}/a.jsonl"}, _STORE),
     ("endpoint", "sqlite"): ({"path": "{tmp}/a.sqlite"}, _STORE),
     ("endpoint", "hdf5"): ({"path": "{tmp}/a.h5"}, _STORE),
 }
-#: pool.py is being merged into radlogger/workers/ by another change; its counters are still
-#: under the old name ``status_counters()`` there
-_NOT_YET = {("endpoint", "pool"): "EndpointPool.status_counters -> counters() is left to the "
-                                  "merge of radlogger/pool.py into radlogger/workers/"}
 
 
 def _groups() -> dict[str, str]:
@@ -80,8 +76,6 @@ def test_the_table_covers_every_built_in_plugin() -> None:
 
 @pytest.mark.parametrize("key", sorted(PLUGINS), ids=lambda k: f"{k[0]}:{k[1]}")
 def test_counters_of_every_built_in_plugin(key: tuple[str, str], tmp_path: Path) -> None:
-    if key in _NOT_YET:
-        pytest.xfail(_NOT_YET[key])
     role, name = key
     settings, expected = PLUGINS[key]
     settings = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v

@@ -17,11 +17,12 @@ from radlogger.devices.widar.driver import WidarDevice
 from radlogger.devices.widar.simulator import SenderThread, WidarSimulator
 from radlogger.endpoint import Endpoint
 from radlogger.endpoints.lag.isolated import IsolatedEndpoint, chain_produces, parse_stages
-from radlogger.isolation import IsolationError, broadcast_control, messages
-from radlogger.isolation.shm import SlotRing
 from radlogger.measurement import Measurement
 from radlogger.options import OptionError
 from radlogger.pipeline import Pipeline
+from radlogger.workers import WorkerError as IsolationError
+from radlogger.workers import broadcast_control, messages
+from radlogger.workers.shm import SlotRing
 
 
 class OpenFails(Endpoint):
@@ -132,7 +133,7 @@ def test_results_come_back_large_ones_through_shared_memory_controls_fan_out(
         assert m.source == "iso" and np.argmax(np.abs(m.value)) == 77
         assert m.meta["station_y"] == 2 and m.value.dtype == np.complex64
     assert integrated.items == []
-    assert broadcast_control("flush") == 1  # every live pipeline process
+    assert broadcast_control(pipeline.endpoints.values(), "flush") == 1  # every live one
     wait_for(lambda: len(integrated.items) == 1, message="flushed partial integration")
     assert integrated.items[0].meta["integrated"] == 30
     assert integrated.items[0].meta["closed_by"] == "flush"

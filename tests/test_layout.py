@@ -17,7 +17,7 @@ FOLDERS = {"radlogger": "radlogger", "devices": "radlogger.devices",
 MAX_LINES = 400
 #: modules still over the limit, with their size today: a ratchet for the split still to do
 #: (issue 12 part 4 and the plugin splits).  A module may shrink off this list, never grow on it.
-STILL_LONG = {"radlogger/isolation/parent.py": 463}
+STILL_LONG: dict[str, int] = {}
 
 
 def _packages_on_disk() -> set[str]:

@@ -16,8 +16,10 @@ from radlogger.endpoint import Endpoint
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError
 from radlogger.pipeline import Pipeline
-from radlogger.pool import EndpointPool
+from radlogger.plugins import load_class
 from radlogger.processing import PublishingEndpoint
+from radlogger.workers import broadcast_control
+from radlogger.workers.pool import EndpointPool
 
 
 class Doubler(PublishingEndpoint):
@@ -115,9 +117,11 @@ def test_worker_crash_is_isolated_counted_restarted_and_order_kept(
     assert snap["received"] == 200 and snap["handled"] + snap["dropped"] == 200
 
 
-def test_item_failure_is_counted_without_a_crash(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_item_failure_is_counted_without_a_crash(pipeline: Pipeline, mode: str) -> None:
+    """The same endpoint policy in a worker thread and a worker process (one runner)."""
     pool = pipeline.add_endpoint(EndpointPool(
-        "dbl", endpoint="test_pool:Doubler", workers=2, worker_mode="thread", fail_on=7,
+        "dbl", endpoint="test_pool:Doubler", workers=2, worker_mode=mode, fail_on=7,
         chunk=4), subscribe=["src.v"])
     sink = pipeline.add_endpoint(Recorder("sink"), subscribe=["src.v_x2"])
     pipeline.start()
@@ -165,3 +169,33 @@ def test_configuration_errors_are_clear() -> None:
     with pytest.raises(RuntimeError, match="storage server unreachable"):
         pool.open()
     assert pool.workers == []
+
+
+def test_process_workers_belong_to_the_pool_and_take_control_events(
+        pipeline: Pipeline) -> None:
+    """No global registry: the pool owns its processes; a broadcast over the pipeline's
+    endpoints reaches each of them and is acknowledged."""
+    pool = pipeline.add_endpoint(EndpointPool(
+        "dbl", endpoint="test_pool:Doubler", workers=2, worker_mode="process"),
+        subscribe=["src.v"])
+    pipeline.add_endpoint(Recorder("sink"), subscribe=["src.v_x2"])
+    pipeline.start()
+    assert isinstance(pool, EndpointPool)
+    procs = pool.worker_processes()
+    assert len(procs) == 2 and all(p.state == "running" for p in procs)
+    assert broadcast_control(pipeline.endpoints.values(), "mark", 7) == 2
+    wait_for(lambda: all(p.control_acks == 1 for p in procs), message="marks acknowledged")
+    assert pipeline.stop(10) and pipeline.balanced()
+    assert pool.worker_processes() == []
+
+
+def test_one_loader_for_classes_named_in_text() -> None:
+    assert load_class("test_pool:Doubler") is Doubler
+    assert load_class("test_pool:Doubler", base=Endpoint) is Doubler
+    assert load_class("null").kind == "null"
+    with pytest.raises(TypeError, match="is not a Endpoint class"):
+        load_class("test_pool:_feed", base=Endpoint)
+    with pytest.raises(LookupError, match="has no Nothing"):
+        load_class("test_pool:Nothing")
+    with pytest.raises(LookupError, match="unknown endpoint type 'no_such_kind'"):
+        load_class("no_such_kind")

@@ -22,7 +22,6 @@ from radlogger.endpoints.mqtt import MQTTEndpoint
 from radlogger.endpoints.null import NullEndpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
-from radlogger.pool import EndpointPool
 from radlogger.status import (
     StatusPublisher,
     StatusTracker,
@@ -34,6 +33,7 @@ from radlogger.status import (
     render_graph,
 )
 from radlogger.web import WebServer
+from radlogger.workers.pool import EndpointPool
 
 
 class SlowConnect(Device):

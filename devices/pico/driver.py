@@ -14,9 +14,8 @@ protocol, this device's firmware, watchdog and count window) at the first connec
 its pty like a ``/dev/ttyACM*``; without ``bitstreams`` or ``farm`` it evaluates
 ``sim_bitstreams`` generated test bitstreams.  The board stops with the device.
 
-Lines that match nothing are counted in ``bad_lines`` and do not end an evaluation by
-themselves.  ``poll`` never blocks longer than ``read_timeout`` (0.1 s) except in a write that
-the board does not drain, which ``interrupt`` cancels.
+Unmatched lines count in ``bad_lines``.  ``poll`` blocks at most ``read_timeout`` (0.1 s),
+except in a write the board does not drain, which ``interrupt`` cancels.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import serial
 
 from radlogger.device import Device, DeviceDone
 from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
+from radlogger.errors import ConnectionFailure, OperationError
 from radlogger.options import by_reason
 from radlogger.registries import Registries
 
@@ -50,12 +50,12 @@ _UPLOAD_SLICE_S = 0.1
 _MAX_LINE = 65536
 
 
-class _BoardGone(ConnectionError):
+class _BoardGone(ConnectionFailure, ConnectionError):
     """The board announced ``USB Disconnected :(``."""
 
 
-class _ResultTimeout(TimeoutError):
-    pass
+class _ResultTimeout(OperationError, TimeoutError):
+    """No result line within the evaluation's time limit."""
 
 
 class PicoDevice(SimulatorOwner, Device):

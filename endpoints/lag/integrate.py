@@ -152,7 +152,7 @@ class IntegrateEndpoint(ProcessingEndpoint):
             self._acc.clear()
 
     def on_control(self, command: str, arg: int = 0) -> None:
-        """Control events in a pipeline process (radlogger.isolation): flush or reset."""
+        """Control events in a pipeline process (radlogger.workers): flush or reset."""
         self._control(command)
 
     def counters(self) -> dict[str, int | float]:

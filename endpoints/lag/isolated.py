@@ -9,26 +9,26 @@
     stage_options = integrate.count = 10
     forward = last
 
-This endpoint is the input stage's end of the boundary (``radlogger.isolation``): it hands
+This endpoint is the input stage's end of the boundary (``radlogger.workers``): it hands
 every lag set it receives to the pipeline process, never waiting on it, and publishes what
 the process forwards back (by default the last stage's output, e.g. ``widar.spectrum_int``)
 into this pipeline as if the stages ran here.  A crash or hang of the process is detected,
 counted and restarted; what could not be handed over meanwhile is counted as dropped with its
 reason (``peer_dead``, ``restarting``, ``would_block``, ``no_slot``, ...).
 
-Several ``isolated`` endpoints are several pipeline processes; control events
-(:func:`radlogger.isolation.broadcast_control`) reach all of them.
+Several ``isolated`` endpoints are several worker processes; each endpoint owns its own
+(``worker_processes()``), and control events sent with
+:func:`radlogger.workers.broadcast_control` over a pipeline's endpoints reach all of them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from radlogger.isolation import PipelineProcess, StageSpec
-from radlogger.isolation.child import load_stage_class
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError, by_reason
 from radlogger.processing import PublishingEndpoint
+from radlogger.workers import StageSpec, WorkerProcess, load_stage
 
 __all__ = ["IsolatedEndpoint", "parse_stages", "chain_produces"]
 
@@ -71,7 +71,7 @@ def parse_stages(stages: list[str], stage_options: list[str]) -> list[StageSpec]
     specs = []
     for name, target in named:
         try:
-            load_stage_class(target)(name, settings[name])  # its options and own checks
+            load_stage(target)(name, settings[name])  # its options and own checks
         except OptionError as exc:
             raise OptionError("stage_options", f"stage {name} ({target}): {exc}") from None
         except (LookupError, TypeError, ValueError) as exc:
@@ -90,7 +90,7 @@ def chain_produces(specs: list[StageSpec], forward: list[str]) -> tuple[str, ...
     per_stage: list[list[str]] = []
     current = [f"{_DEV}.{_QTY}"]
     for spec in specs:
-        stage = load_stage_class(spec.target)(spec.name, spec.settings)
+        stage = load_stage(spec.target)(spec.name, spec.settings)
         outs = []
         for topic in current:
             device, _, quantity = topic.partition(".")
@@ -140,11 +140,11 @@ class IsolatedEndpoint(PublishingEndpoint):
         s = self.settings
         self.stage_specs = parse_stages(s.stages, s.stage_options)
         self.produces = chain_produces(self.stage_specs, s.forward)
-        self.process: PipelineProcess | None = None
+        self.process: WorkerProcess | None = None
 
     def open(self) -> None:
         s = self.settings
-        self.process = PipelineProcess(
+        self.process = WorkerProcess(
             self.name, self.stage_specs, s.forward, self._returned, heartbeat=s.heartbeat,
             hang_timeout=s.hang_timeout, start_timeout=s.start_timeout,
             max_datagram=s.max_datagram, shm_slots=s.shm_slots,
@@ -182,6 +182,10 @@ class IsolatedEndpoint(PublishingEndpoint):
     def control(self, name: str | int, arg: int = 0) -> bool:
         """Send a control event (flush, reset, mark, or a code >= 100) to this process."""
         return self.process.control(name, arg) if self.process is not None else False
+
+    def worker_processes(self) -> list[WorkerProcess]:
+        """This endpoint's live worker process (the live set belongs to its owner)."""
+        return [self.process] if self.process is not None else []
 
     def isolation_stats(self) -> dict[str, Any]:
         return self.process.snapshot() if self.process is not None else {}

@@ -7,7 +7,6 @@ end with a one-line message and exit status 1, never a traceback.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import click
 
 from radlogger.measurement import Measurement
+from radlogger.plugins import load_class
 from radlogger.store.reader import KIND_BY_EXTENSION, Store, StoreError, kind_for_path, parse_time
 
 from .base import StorageEndpoint, StorageError
@@ -22,18 +22,17 @@ from .base import StorageEndpoint, StorageError
 __all__ = ["export", "plot", "writer_for"]
 
 KINDS = ("csv", "jsonl", "sqlite", "hdf5")
-_WRITERS = {"csv": ("radlogger.endpoints.storage.csv", "CSVEndpoint"),
-            "jsonl": ("radlogger.endpoints.storage.jsonl", "JSONLEndpoint"),
-            "sqlite": ("radlogger.endpoints.storage.sqlite", "SQLiteEndpoint"),
-            "hdf5": ("radlogger.endpoints.storage.hdf5", "HDF5Endpoint")}
+_WRITERS = {"csv": "radlogger.endpoints.storage.csv:CSVEndpoint",
+            "jsonl": "radlogger.endpoints.storage.jsonl:JSONLEndpoint",
+            "sqlite": "radlogger.endpoints.storage.sqlite:SQLiteEndpoint",
+            "hdf5": "radlogger.endpoints.storage.hdf5:HDF5Endpoint"}
 
 
 def writer_for(kind: str, path: Path, gzip: bool = False) -> StorageEndpoint:
     """A store endpoint writing one file in one go (no rotation, flush at the end)."""
     settings: dict[str, Any] = {"path": str(path), "flush_every": 0, "flush_interval": 0,
                                 "flush_bytes": 64 << 20, "on_disk_error": "fail"}
-    module, name = _WRITERS[kind]
-    cls = getattr(importlib.import_module(module), name)
+    cls = load_class(_WRITERS[kind])
     if kind in ("csv", "jsonl"):
         settings["gzip"] = gzip or path.suffix == ".gz"
     elif gzip:

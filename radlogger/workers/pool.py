@@ -9,11 +9,14 @@ at the input.  ``handle_batch`` returns when the whole batch is done, so the bas
 accounting (``received == handled + dropped``), draining and stop deadline apply unchanged,
 and a busy pool naturally gets bigger batches (more parallel work) from its inbox.
 
-Crash isolation: an exception escaping a worker's ``handle_batch`` fails that work item only
-(counted, ``worker_crashed``) and the worker re-creates its endpoint; a worker process that
-dies (segfault, ``os._exit``, OOM kill) fails the items it held and is started again with
-backoff.  Siblings keep working.  Process workers speak :mod:`radlogger.wire` over a
-socketpair (see :mod:`radlogger.poolproc`); nothing is pickled.
+Each worker runs a one-stage :class:`.chain.Chain`, the runner every worker uses, so the pooled
+endpoint meets the endpoint base's error policy exactly as it would in a pipeline process.  A
+process worker is a :class:`.supervisor.WorkerProcess` (datagram sockets, shared memory,
+heartbeats, restart with backoff); a work item is its measurements followed by the control
+event ``item SEQ``, whose acknowledgement comes after the item's results.  Crash isolation: an
+exception escaping ``handle_batch`` fails that work item only (counted, ``worker_crashed``) and
+the stage is re-created; a worker process that dies (segfault, ``os._exit``, OOM kill) or hangs
+fails the items it held and is started again with backoff.  Siblings keep working.
 
 Pooled endpoints must be stateless per measurement (FFT, calibration): each worker has its own
 instance, so state accumulated across measurements (integration) would be split N ways.
@@ -25,124 +28,22 @@ import json
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from .backoff import Backoff
-from .endpoint import Endpoint, EndpointState
-from .measurement import Measurement
-from .options import Option
-from .poolproc import Collector, ProcessWorker, load_endpoint_class
-from .processing import PublishingEndpoint
+from ..endpoint import Endpoint
+from ..measurement import Measurement
+from ..options import Option
+from ..plugins import load_class
+from ..processing import PublishingEndpoint
+from .chain import StageSpec
+from .poolworkers import ProcessWorker, ThreadWorker
+from .supervisor import WorkerProcess
 
-__all__ = ["EndpointPool", "ThreadWorker"]
+__all__ = ["EndpointPool", "ThreadWorker", "ProcessWorker"]
 
 log = logging.getLogger(__name__)
 
 _Result = tuple[list[Measurement], int, str | None, str | None]  # outputs, failed, error, crash
-
-
-class ThreadWorker:
-    """A worker thread with its own endpoint instance."""
-
-    mode = "thread"
-
-    def __init__(self, index: int, name: str, factory: Callable[[Collector], Endpoint],
-                 post: Callable[..., None]) -> None:
-        self.index = index
-        self.name = name
-        self._factory = factory
-        self._post = post
-        self._collector = Collector()
-        self.inner: Endpoint | None = None
-        self._work: deque[tuple[int, list[Measurement]] | None] = deque()
-        self._cv = threading.Condition(threading.Lock())
-        self._thread: threading.Thread | None = None
-        self.outstanding: dict[int, int] = {}  # guarded by the pool's lock
-        self.alive = False
-        self.stopping = False
-        self.pid = None
-
-    def start(self) -> None:
-        self.inner = self._factory(self._collector)
-        self.alive = True
-        self.stopping = False
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"pool:{self.name}#{self.index}")
-        self._thread.start()
-
-    def submit(self, seq: int, items: list[Measurement]) -> None:
-        with self._cv:
-            self._work.append((seq, items))
-            self._cv.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._work:
-                    self._cv.wait()
-                job = self._work.popleft()
-            if job is None:
-                return
-            seq, items = job
-            self._post(self, seq, *self._handle(items))
-
-    def _handle(self, items: list[Measurement]) -> _Result:
-        inner = self.inner
-        assert inner is not None
-        self._collector.items = []
-        before = inner.stats.dropped
-        try:
-            inner.handle_batch(items)
-        except Exception as exc:  # noqa: BLE001 - isolated: this work item fails, not the pool
-            crashed = f"{type(exc).__name__}: {exc}"
-            log.error("pool %s#%d: endpoint raised %s; re-creating it", self.name, self.index,
-                      crashed, exc_info=True)
-            self._recreate()
-            return [], len(items), None, crashed
-        failed = inner.stats.dropped - before
-        if inner.state is EndpointState.FAILED:  # its own on_error policy gave up on it
-            self._recreate()
-            return [], len(items), None, "endpoint marked itself failed"
-        return self._collector.items, failed, (f"{failed} item(s) failed" if failed else None), \
-            None
-
-    def _recreate(self) -> None:
-        try:
-            if self.inner is not None:
-                self.inner.close()
-        except Exception:  # noqa: BLE001
-            log.exception("pool %s#%d: close failed", self.name, self.index)
-        try:
-            self.inner = self._factory(self._collector)
-        except Exception as exc:  # noqa: BLE001 - the pool restarts us with backoff
-            log.error("pool %s#%d: cannot re-create the endpoint: %s", self.name, self.index, exc)
-            self.alive = False
-            self._post(self, -1, [], 0, None, f"re-create failed: {exc}")
-            with self._cv:
-                self._work.appendleft(None)
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        if self.inner is not None and self.alive:
-            self.inner.flush()  # safe: the pool calls it between batches, when we are idle
-        return True
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.stopping = True
-        with self._cv:
-            self._work.append(None)
-            self._cv.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        inner, self.inner = self.inner, None
-        if inner is not None:
-            try:
-                inner.flush()
-                inner.close()
-            except Exception:  # noqa: BLE001 - stopping anyway
-                log.exception("pool %s#%d: flush/close failed", self.name, self.index)
-        self.alive = False
 
 
 class EndpointPool(PublishingEndpoint):
@@ -161,6 +62,8 @@ class EndpointPool(PublishingEndpoint):
         Option("depth", int, 2, "work items queued per worker", min=1),
         Option("startup_timeout", float, 30.0, "seconds a worker process may take to start",
                min=0.1),
+        Option("hang_timeout", float, 60.0, "silence (no heartbeat) after which a worker "
+               "process is killed and restarted, seconds", min=0.05),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
@@ -170,8 +73,8 @@ class EndpointPool(PublishingEndpoint):
         super().__init__(name, {k: v for k, v in given.items() if k in own})
         self.inner_options = {k: v for k, v in given.items() if k not in own}
         try:
-            self.inner_class = load_endpoint_class(self.settings.endpoint)
-        except LookupError as exc:
+            self.inner_class = load_class(self.settings.endpoint, base=Endpoint)
+        except (LookupError, TypeError) as exc:
             raise ValueError(f"endpoint {name}: {exc}") from None
         # Validate the inner options now, with the inner class's own checks and messages
         # (constructing an endpoint opens nothing), and learn what it publishes.
@@ -182,46 +85,40 @@ class EndpointPool(PublishingEndpoint):
             except TypeError as exc:
                 raise ValueError(f"endpoint {name}: options of a process pool must be plain "
                                  f"values (text, numbers, lists): {exc}") from None
-        self.produces = tuple(getattr(probe, "produces", ()))
+        self.produces = tuple(probe.produces)
+        self.spec = StageSpec(self.settings.endpoint, name, self.inner_options)
         self.workers: list[Any] = []
         self._cv = threading.Condition(threading.Lock())
         self._done: dict[int, _Result] = {}
         self._rr = 0
         self.crashes = 0
-        self.restarts = 0
+        self._restarts = 0  # stages re-created, threads revived, processes of closed workers
         self.chunks = 0
         self._last_crash_log = 0.0
 
+    @property
+    def restarts(self) -> int:
+        return self._restarts + sum(int(w.restarts) for w in self.workers)
+
+    def worker_processes(self) -> list[WorkerProcess]:
+        """The live set of this pool's processes (a :class:`.supervisor.WorkerHost`)."""
+        return [w.process for w in self.workers if isinstance(w, ProcessWorker)]
+
     # ---------------------------------------------------------------- workers
-    def _make_inner(self, collector: Collector) -> Endpoint:
-        inner: Endpoint = self.inner_class(self.name, self.inner_options)
-        inner.bind(collector, self.has_subscribers, None)
-        inner.open()
-        return inner
-
-    def _routes(self, topics: set[str]) -> dict[str, bool]:
-        return {t: self.has_subscribers(t) for t in topics}
-
     def _new_worker(self, index: int) -> Any:
         if self.settings.worker_mode == "thread":
-            w: Any = ThreadWorker(index, self.name, self._make_inner, self._post)
-        else:
-            w = ProcessWorker(index, self.settings.endpoint, self.name, self.inner_options,
-                              self._post, self._routes, self.settings.startup_timeout)
-        w.backoff = Backoff(0.05, 5.0)
-        w.restart_at = 0.0
-        w.crashes = 0
-        w.failures = 0  # deaths and failed restarts since the last good work item
-        w.chunks = 0
-        return w
+            return ThreadWorker(index, self.name, self.spec, self.has_subscribers, self._post,
+                                self.publish)
+        return ProcessWorker(index, self.name, self.spec, self._post, self.publish,
+                             self.settings)
 
     def open(self) -> None:
         self.workers = []
         try:
             for i in range(self.settings.workers):
                 w = self._new_worker(i)
-                w.start()
                 self.workers.append(w)
+                w.start()
         except Exception:
             self.close()
             raise
@@ -232,6 +129,7 @@ class EndpointPool(PublishingEndpoint):
                 w.stop()
             except Exception:  # noqa: BLE001 - stop the others anyway
                 log.exception("pool %s: stopping worker %d failed", self.name, w.index)
+            self._restarts += w.restarts
         self.workers = []
 
     def flush(self) -> None:
@@ -240,37 +138,46 @@ class EndpointPool(PublishingEndpoint):
                 log.warning("pool %s: worker %d did not confirm its flush", self.name, w.index)
 
     def _post(self, worker: Any, seq: int, outputs: list[Measurement], failed: int,
-              error: str | None, crashed: str | None) -> None:
+              error: str | None, crashed: str | None, recreated: int) -> None:
         """From worker threads: a finished work item, or (seq -1) a worker that died."""
         with self._cv:
             if seq == -1:
                 for s, n in worker.outstanding.items():
                     self._done[s] = ([], n, None, crashed)
                 worker.outstanding.clear()
-                worker.crashes += 1
                 self.crashes += 1
-                # A first death restarts at once; one that keeps dying backs off.
-                delay = worker.backoff.next_delay() if worker.failures else 0.0
+                worker.crashes += 1
+                if isinstance(worker, ThreadWorker):
+                    # A first death restarts at once; one that keeps dying backs off.
+                    delay = worker.backoff.next_delay() if worker.failures else 0.0
+                    worker.restart_at = time.monotonic() + delay
                 worker.failures += 1
-                worker.restart_at = time.monotonic() + delay
             else:
                 n = worker.outstanding.pop(seq, None)
                 if n is None:
                     return  # already failed when the worker died
                 self._done[seq] = (outputs, failed, error, crashed)
                 worker.chunks += 1
-                if crashed:
-                    worker.crashes += 1
+                self._restarts += recreated
+                if recreated:  # the stage raised and was re-created: a crash of the worker
                     self.crashes += 1
-                    self.restarts += 1  # the worker re-created its endpoint
-                else:
+                    worker.crashes += 1
+                elif not crashed:
                     worker.failures = 0
-                    worker.backoff.reset()
+                    if isinstance(worker, ThreadWorker):
+                        worker.backoff.reset()
             self._cv.notify_all()
 
     def _revive(self) -> None:
+        """Restart dead worker threads (processes restart themselves: wait for those due)."""
         now = time.monotonic()
         for w in self.workers:
+            if isinstance(w, ProcessWorker):
+                deadline = now + self.settings.startup_timeout
+                while w.restarting_soon() and time.monotonic() < deadline:
+                    with self._cv:
+                        self._cv.wait(0.01)
+                continue
             if w.alive or w.stopping or now < w.restart_at:
                 continue
             try:
@@ -281,8 +188,8 @@ class EndpointPool(PublishingEndpoint):
                 w.restart_at = time.monotonic() + w.backoff.next_delay()
                 log.error("pool %s: restarting worker %d failed: %s", self.name, w.index, exc)
                 continue
-            self.restarts += 1
-            log.warning("pool %s: worker %d restarted (pid %s)", self.name, w.index, w.pid)
+            self._restarts += 1
+            log.warning("pool %s: worker %d restarted", self.name, w.index)
 
     def _hopeless(self) -> bool:
         """No worker alive and each failed to start several times in a row."""
@@ -361,10 +268,14 @@ class EndpointPool(PublishingEndpoint):
         for m in outputs:
             self.publish(m)
 
-    def status_counters(self) -> dict[str, Any]:
-        return {
-            "workers": [{"index": w.index, "mode": w.mode, "alive": w.alive, "pid": w.pid,
-                         "queued": len(w.outstanding), "chunks": w.chunks,
-                         "crashes": w.crashes} for w in self.workers],
-            "crashes": self.crashes, "restarts": self.restarts, "chunks": self.chunks,
-        }
+    def counters(self) -> dict[str, int | float]:
+        """The pool's own counters, and each worker's as ``worker<i>.<name>``."""
+        out: dict[str, int | float] = {
+            **super().counters(), "crashes": self.crashes, "restarts": self.restarts,
+            "chunks": self.chunks, "workers_alive": sum(bool(w.alive) for w in self.workers)}
+        for w in self.workers:
+            out.update({f"worker{w.index}.pid": w.pid or 0,
+                        f"worker{w.index}.queued": len(w.outstanding),
+                        f"worker{w.index}.chunks": w.chunks,
+                        f"worker{w.index}.crashes": w.crashes})
+        return out

@@ -1,18 +1,17 @@
-"""The input stage's side of a pipeline process: spawn, feed, listen, supervise, restart.
+"""The parent's side of a worker process: spawn, feed, listen, supervise, restart.
 
-Sockets (``AF_UNIX``/``SOCK_DGRAM``, in a private temporary directory): ``in.sock``, bound by
-the child, fed by :class:`.downstream.Feeder` (never blocking the caller; what it cannot hand
-over is counted by reason); ``up.sock``, bound here, the child's text messages
-(:mod:`.messages`); ``ret.sock``, bound here, the results the child forwards, published into
-this process's pipeline through ``publish``.
-Two shared-memory slot rings (one per direction) carry what exceeds ``max_datagram``.
+Used by every worker process (a pool's workers, an isolated chain).  The child is fed through
+its :class:`.channel.Channel` (never blocking the caller; what cannot be handed over is counted
+by reason); what it forwards is published through ``publish``, acknowledged control events go
+to ``on_ack`` (after the results they caused).
 
-Supervision (one thread per pipeline process): the child is dead when its process exits
+Supervision (one thread per worker process): the child is dead when its process exits
 (counted in ``crashes``) or hung when no heartbeat came for ``hang_timeout`` seconds (killed,
-counted in ``hangs``); either way it is restarted after a backoff.  Accounting: ``sent`` counts
-measurements handed to the kernel; the child's heartbeats report how many it processed
-(``confirmed``); what was sent to an incarnation that died and never confirmed is ``lost``.
-So ``offered == sent + sum(undelivered)`` and ``sent == confirmed + lost + in_flight``.
+counted in ``hangs``); either way ``on_death`` is told and it is restarted after a backoff.
+Accounting: ``sent`` counts measurements handed to the kernel; the child's heartbeats report
+how many it processed (``confirmed``); what was sent to an incarnation that died and never
+confirmed is ``lost``.  So ``offered == sent + sum(undelivered)`` and
+``sent == confirmed + lost + in_flight``.
 """
 
 from __future__ import annotations
@@ -21,62 +20,52 @@ import json
 import logging
 import os
 import select
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Protocol, runtime_checkable
 
 from ..backoff import Backoff
+from ..errors import OperationError
 from ..measurement import Measurement
 from . import messages
-from .downstream import Feeder
-from .shm import SlotRing
+from .chain import StageSpec
+from .channel import Channel
 
-__all__ = ["PipelineProcess", "StageSpec", "IsolationError", "broadcast_control"]
+__all__ = ["WorkerProcess", "WorkerError", "WorkerHost", "broadcast_control"]
 
-log = logging.getLogger("radlogger.isolation")
+log = logging.getLogger("radlogger.workers")
 _LEVEL_NAMES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-
-class IsolationError(RuntimeError):
-    """A pipeline process could not be started (the message says why, in one line)."""
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage of a pipeline process: endpoint kind or ``module:Class``, name, settings."""
-
-    target: str
-    name: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"target": self.target, "name": self.name,
-                "settings": {k: v if isinstance(v, (str, int, float, bool, list)) else str(v)
-                             for k, v in self.settings.items()}}
+class WorkerError(OperationError, RuntimeError):
+    """A worker process could not be started (the message says why, in one line)."""
 
 
-def broadcast_control(name: str | int, arg: int = 0) -> int:
-    """Send a control event to every running pipeline process; returns how many took it."""
-    return sum(p.control(name, arg) for p in list(PipelineProcess.live))
+@runtime_checkable
+class WorkerHost(Protocol):
+    """What owns worker processes (an endpoint): the live set is its, not a global one."""
+
+    def worker_processes(self) -> list[WorkerProcess]: ...
 
 
-class PipelineProcess:
+def broadcast_control(owners: Iterable[object], name: str | int, arg: int = 0) -> int:
+    """Send a control event to every running worker process of ``owners`` (e.g. a pipeline's
+    ``endpoints.values()``); returns how many took it."""
+    return sum(p.control(name, arg) for o in list(owners) if isinstance(o, WorkerHost)
+               for p in o.worker_processes() if p.state == "running")
+
+
+class WorkerProcess:
     """A chain of endpoint stages running in a child process, fed from this process."""
-
-    live: ClassVar[weakref.WeakSet[PipelineProcess]] = weakref.WeakSet()
 
     def __init__(self, name: str, stages: Iterable[StageSpec], forward: Iterable[str] = ("last",),
                  publish: Callable[[Measurement], Any] | None = None, *,
+                 on_ack: Callable[[str], Any] | None = None,
+                 on_death: Callable[[str], Any] | None = None,
                  heartbeat: float = 0.2, hang_timeout: float = 5.0, start_timeout: float = 30.0,
                  max_datagram: int = 65536, shm_slots: int = 8, shm_slot_bytes: int = 4 << 20,
                  send_wait: float = 0.05, batch_max: int = 256, log_level: str = "INFO",
@@ -84,19 +73,19 @@ class PipelineProcess:
         self.name = name
         self.stages = list(stages)
         if not self.stages:
-            raise ValueError("a pipeline process needs at least one stage")
+            raise ValueError("a worker process needs at least one stage")
         self.forward = [f for f in forward if f != "none"]
         self.publish = publish
+        self.on_ack = on_ack
+        self.on_death = on_death
         self.heartbeat = heartbeat
         self.hang_timeout = max(hang_timeout, 3 * heartbeat)
         self.start_timeout = start_timeout
-        self.max_datagram = max_datagram
-        self.shm_slots, self.shm_slot_bytes = shm_slots, shm_slot_bytes
-        self.send_wait = send_wait
         self.batch_max = batch_max
         self.log_level = log_level
         self.backoff = backoff or Backoff(0.1, 10.0, 2.0, 0.1)
-        self.feeder = Feeder(max_datagram, send_wait, None)
+        self.channel = Channel(max_datagram, send_wait, shm_slots, shm_slot_bytes)
+        self.feeder = self.channel.feeder
         # counters
         self.crashes = self.hangs = self.restarts = 0
         self.lost = 0
@@ -110,22 +99,13 @@ class PipelineProcess:
         self.state = "stopped"
         self.incarnation = 0
         # internals
-        self._confirmed_before = 0
-        self._inc_done = 0
-        self._sent_at_ready = 0
+        self._confirmed_before = self._inc_done = self._sent_at_ready = 0
         self._ready_at = 0.0
         self._ready = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._dir = ""
-        self._up: socket.socket | None = None
-        self._ret: socket.socket | None = None
-        self._down_ring: SlotRing | None = None
-        self._up_ring: SlotRing | None = None
         self._thread: threading.Thread | None = None
         self._stop = False
-        self._restart_at = 0.0
-        self._spawned_at = 0.0
-        self._last_hb = 0.0
+        self.restart_at = self._spawned_at = self._last_hb = 0.0
         self._child_error = ""
 
     # ---------------------------------------------------------------- properties
@@ -154,64 +134,38 @@ class PipelineProcess:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Spawn the child and wait until it is ready; raises :class:`IsolationError`."""
-        self._dir = tempfile.mkdtemp(prefix="radlogger-iso-")
-        self._up = self._bind("up.sock")
-        self._ret = self._bind("ret.sock")
-        self._down_ring = SlotRing(self.shm_slots, self.shm_slot_bytes, create=True)
-        self.feeder.ring = self._down_ring
-        self._up_ring = SlotRing(self.shm_slots, self.shm_slot_bytes, create=True)
+        """Spawn the child and wait until it is ready; raises :class:`WorkerError`."""
+        self.channel.open()
         self._stop = False
         self.state = "starting"
         self._spawn()
         self._thread = threading.Thread(target=self._supervise, daemon=True,
-                                        name=f"isolation:{self.name}")
+                                        name=f"worker:{self.name}")
         self._thread.start()
-        PipelineProcess.live.add(self)
         deadline = time.monotonic() + self.start_timeout
         while not self._ready.wait(0.05):
             if self.state == "failed" or time.monotonic() > deadline:
                 why = self.last_error or "did not become ready within " \
                     f"{self.start_timeout:g} s"
                 self.stop(2.0)
-                raise IsolationError(f"pipeline {self.name}: {why}")
-
-    def _bind(self, name: str) -> socket.socket:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        s.bind(os.path.join(self._dir, name))
-        s.setblocking(False)
-        return s
+                raise WorkerError(f"worker {self.name}: {why}")
 
     def _spec(self) -> dict[str, Any]:
-        assert self._down_ring is not None and self._up_ring is not None
-        ring = {"slots": self.shm_slots, "slot_bytes": self.shm_slot_bytes}
-        return {
-            "name": self.name, "incarnation": self.incarnation,
-            "in": os.path.join(self._dir, "in.sock"), "up": os.path.join(self._dir, "up.sock"),
-            "ret": os.path.join(self._dir, "ret.sock"),
-            "down_ring": {**ring, "name": self._down_ring.name},
-            "up_ring": {**ring, "name": self._up_ring.name},
-            "stages": [s.as_json() for s in self.stages], "forward": self.forward,
-            "heartbeat": self.heartbeat, "max_datagram": self.max_datagram,
-            "batch_max": self.batch_max, "log_level": self.log_level,
-        }
+        return {"name": self.name, "incarnation": self.incarnation, **self.channel.child_spec(),
+                "stages": [s.as_json() for s in self.stages], "forward": self.forward,
+                "heartbeat": self.heartbeat, "batch_max": self.batch_max,
+                "log_level": self.log_level}
 
     def _spawn(self) -> None:
         self.incarnation += 1
-        path = os.path.join(self._dir, "in.sock")
-        if os.path.exists(path):
-            os.unlink(path)
-        assert self._down_ring is not None and self._up_ring is not None
-        self._down_ring.reset()
-        self._up_ring.reset()
+        self.channel.renew()
         env = dict(os.environ)
         # the child imports the stages by name: give it the import path we have
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self._inc_done = 0
         self._child_error = ""
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from radlogger.isolation.child import main; main()"],
+            [sys.executable, "-c", "from radlogger.workers.child import main; main()"],
             stdin=subprocess.PIPE, env=env, close_fds=True, start_new_session=True)
         assert self._proc.stdin is not None
         try:
@@ -225,7 +179,6 @@ class PipelineProcess:
         """Stop the child (drain, flush, bye) and release everything; True if it was clean."""
         deadline = time.monotonic() + timeout
         clean = True
-        PipelineProcess.live.discard(self)
         with self.feeder.lock:
             was = self.state
             self.state = "stopping"
@@ -239,7 +192,7 @@ class PipelineProcess:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 clean = False
-                log.error("pipeline %s: did not stop within %.1f s, killed", self.name, timeout)
+                log.error("worker %s: did not stop within %.1f s, killed", self.name, timeout)
                 proc.kill()
                 proc.wait()
         self._stop = True
@@ -262,27 +215,19 @@ class PipelineProcess:
             self._sent_at_ready = sent
         if unconfirmed:
             clean = False
-            log.error("pipeline %s: %d measurements sent were not confirmed processed at stop",
+            log.error("worker %s: %d measurements sent were not confirmed processed at stop",
                       self.name, unconfirmed)
-        for sock in (out, self._up, self._ret):
-            if sock is not None:
-                sock.close()
-        self._up = self._ret = None
-        for ring in (self._down_ring, self._up_ring):
-            if ring is not None:
-                ring.close(unlink=True)
-        self._down_ring = self._up_ring = self.feeder.ring = None
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = ""
+        self.channel.close(out)
         self.state = "stopped"
         self._ready.clear()
         return clean
 
     # ---------------------------------------------------------------- downstream
-    def send(self, m: Measurement) -> str | None:
-        """Hand ``m`` to the child; None when handed over, else the reason (not counted)."""
-        return self.feeder.send(m)
+    def kill(self) -> None:
+        """End the current incarnation now (a broken hand-over): counted as a crash, restarted."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
     def send_batch(self, batch: Iterable[Measurement]) -> Counter[str]:
         """Send each measurement; returns the reasons of those not handed over (counted)."""
@@ -309,7 +254,7 @@ class PipelineProcess:
     # ---------------------------------------------------------------- supervision
     def _supervise(self) -> None:
         tick = min(0.05, self.heartbeat / 2)
-        socks = [s for s in (self._ret, self._up) if s is not None]
+        socks = self.channel.sockets
         while not self._stop:
             try:
                 select.select(socks, [], [], tick)
@@ -317,7 +262,7 @@ class PipelineProcess:
                 self._drain_up()
                 self._check()
             except Exception:  # noqa: BLE001 - supervision must survive its own bugs
-                log.exception("pipeline %s: supervisor error", self.name)
+                log.exception("worker %s: supervisor error", self.name)
                 time.sleep(tick)
 
     def _check(self) -> None:
@@ -325,6 +270,8 @@ class PipelineProcess:
         if state in ("starting", "running") and proc is not None:
             code = proc.poll()
             if code is not None:
+                self._drain_ret()  # what it finished before it died still counts
+                self._drain_up()
                 self._died("crash", f"exited with code {code}" if code >= 0
                            else f"killed by signal {-code}")
             elif state == "running" and now - self._last_hb > self.hang_timeout:
@@ -335,7 +282,7 @@ class PipelineProcess:
                 proc.kill()
                 proc.wait()
                 self._died("crash", f"not ready after {self.start_timeout:g} s: killed")
-        elif state == "restarting" and now >= self._restart_at:
+        elif state == "restarting" and now >= self.restart_at:
             with self.feeder.lock:
                 if self.state != "restarting":
                     return  # stopping meanwhile
@@ -371,20 +318,16 @@ class PipelineProcess:
         if was_ready and time.monotonic() - self._ready_at > 60:
             self.backoff.reset()  # it ran well for a while: restart quickly
         delay = self.backoff.next_delay()
-        log.error("pipeline %s (pid %s) %s; %d unconfirmed measurements lost; restarting in "
+        log.error("worker %s (pid %s) %s; %d unconfirmed measurements lost; restarting in "
                   "%.2f s", self.name, self.pid, detail, lost, delay)
-        self._restart_at = time.monotonic() + delay
+        self.restart_at = time.monotonic() + delay
+        if self.on_death is not None:
+            self.on_death(self.last_error)
 
     def _drain_up(self) -> None:
-        up = self._up
-        while up is not None:
-            try:
-                data = up.recv(65536)
-            except OSError:  # BlockingIOError: drained
-                return
-            parsed = messages.parse_message(data)
-            if parsed is not None and parsed[1] == self.incarnation:  # else from a dead one
-                self._message(parsed[0], parsed[2])
+        for kind, incarnation, body in self.channel.messages():
+            if incarnation == self.incarnation:  # else from a dead one
+                self._message(kind, body)
 
     def _message(self, kind: str, body: str) -> None:
         if kind in ("hb", "bye"):
@@ -397,13 +340,15 @@ class PipelineProcess:
             self.messages.append(body)
             level, _, line = body.partition(" ")
             number = logging.getLevelName(level) if level in _LEVEL_NAMES else logging.INFO
-            log.log(number, "pipeline %s: %s", self.name, line)
+            log.log(number, "worker %s: %s", self.name, line)
         elif kind == "error":
             self.messages.append(body)
             self._child_error = body
-            log.error("pipeline %s: %s", self.name, body)
+            log.error("worker %s: %s", self.name, body)
         elif kind == "ctl":
             self._drain_ret()  # results sent before the ack are queued there: publish first
+            if self.on_ack is not None:
+                self.on_ack(body)
             with self._acked:
                 self.control_acks += 1
                 self._acked.notify_all()
@@ -411,15 +356,11 @@ class PipelineProcess:
             self.messages.append(f"{kind} {body}")
 
     def _connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         try:
-            s.connect(os.path.join(self._dir, "in.sock"))
+            s = self.channel.connect()
         except OSError as exc:
-            s.close()
-            log.error("pipeline %s: cannot connect to the child: %s", self.name, exc)
+            log.error("worker %s: cannot connect to the child: %s", self.name, exc)
             return
-        s.setblocking(False)
         with self.feeder.lock:
             if self.state != "starting":  # stopping meanwhile
                 s.close()
@@ -432,17 +373,10 @@ class PipelineProcess:
         self._ready.set()
 
     def _drain_ret(self) -> None:
-        ret = self._ret
-        while ret is not None:
-            try:
-                data = ret.recv(max(self.max_datagram, 1024))
-            except OSError:  # BlockingIOError: drained
-                return
-            try:
-                m = messages.read_measurement(data, self._up_ring)
-            except messages.WireError as exc:
+        for m in self.channel.results():
+            if isinstance(m, messages.WireError):
                 self.return_errors += 1
-                log.warning("pipeline %s: bad result datagram: %s", self.name, exc)
+                log.warning("worker %s: bad result datagram: %s", self.name, m)
                 continue
             self.returned += 1
             if self.publish is not None:

@@ -1,9 +1,9 @@
-"""The binary forms on the isolation sockets, besides measurements.
+"""The binary forms on the worker sockets, besides measurements.
 
 Measurements cross in :mod:`radlogger.wire`'s binary form (``b"RLW1"`` + u32 header length +
 JSON header + raw array bytes), the one encoding every boundary of radloggerd uses, sent with
 ``sendmsg`` as separate buffers so the array bytes are not copied in user space.  What only
-isolation needs is here, with its own magic so a datagram's first four bytes say what it is:
+worker processes need is here, with its own magic so a datagram's first four bytes say what it is:
 
 * a control event, 24 bytes ``<4sBxHqq``: magic ``RLI1``, kind 3, code, argument, t_ns;
 * a shared-memory slot reference, 20 bytes ``<4sBxHIQ``: magic, kind 2, slot, length,
@@ -37,8 +37,9 @@ _CTRL = struct.Struct("<4sBxHqq")
 _REF = struct.Struct("<4sBxHIQ")
 _HLEN = struct.Struct("<I")
 
-#: control events every pipeline understands; codes >= 100 are free for applications
-CONTROL_CODES = {"stop": 1, "flush": 2, "reset": 3, "mark": 4}
+#: control events every worker understands; codes >= 100 are free for applications.
+#: ``item SEQ`` ends a pool's work item: its ack carries ``SEQ FAILED RECREATED [CRASH TEXT]``
+CONTROL_CODES = {"stop": 1, "flush": 2, "reset": 3, "mark": 4, "item": 5}
 _CODE_NAMES = {v: k for k, v in CONTROL_CODES.items()}
 
 
@@ -53,7 +54,7 @@ def kind_of(data: bytes | memoryview) -> int:
         return MEASUREMENT
     if head == MAGIC and len(data) > 4 and data[4] in (SHMREF, CONTROL):
         return int(data[4])
-    raise WireError(f"not an isolation datagram (starts with {head!r})")
+    raise WireError(f"not a worker datagram (starts with {head!r})")
 
 
 def measurement_parts(m: Measurement) -> tuple[list[Any], int]:

@@ -1,22 +1,24 @@
-"""The pipeline process: runs a chain of endpoint stages on measurements from the input stage.
+"""The worker process: runs a :class:`.chain.Chain` of stages on measurements from its parent.
 
-Started by :class:`radlogger.isolation.parent.PipelineProcess` as ``python -c ...`` with a JSON
+Started by :class:`radlogger.workers.supervisor.WorkerProcess` as ``python -c ...`` with a JSON
 spec on stdin (no pickle, no inherited state: the stage classes are named by entry-point kind
 or ``module:Class`` and imported here).  One thread does everything, in order:
 
 * reads datagrams from its bound input socket (measurements, shared-memory references,
   control events), up to ``batch_max`` at a time;
-* runs the batch through the stages in order: each stage's ``handle_batch`` (through the
-  endpoint base, so its error isolation and counters apply) publishes into a collector whose
-  contents are the next stage's batch;
+* runs the batch through the chain (each stage through the endpoint base, so its error
+  isolation and counters apply; see :mod:`.chain`);
 * forwards the chosen outputs back to the parent (binary datagrams, or shared memory);
 * sends heartbeats (text) carrying its counters, at least every ``heartbeat`` seconds and
   whenever it has drained its input, so a hang is visible as silence and the parent knows
   what was processed.
 
 Because the same thread beats and works, a stage stuck in an endless loop stops the beats.
-The process exits when told (control ``stop``: drain, flush, close, final ``bye``), or when its
-parent is gone.
+A control event splits the batches: what came before it is processed first, and its
+acknowledgement (``ctl``) is sent after the results that processing forwarded.  A pool marks
+the end of each work item with control ``item SEQ``; its acknowledgement carries the item's
+failed count and crash text.  The process exits when told (control ``stop``: drain, flush,
+close, final ``bye``), or when its parent is gone.
 """
 
 from __future__ import annotations
@@ -31,49 +33,23 @@ import sys
 import time
 from typing import Any
 
-from ..broker import pattern_matches
-from ..endpoint import Endpoint
+from ..errors import ConnectionFailure
 from ..measurement import Measurement
-from ..poolproc import load_endpoint_class
 from . import messages
+from .chain import Chain, StageSpec
 from .shm import SlotRing
 
-__all__ = ["main", "ChildPipeline", "load_stage_class"]
+__all__ = ["main", "ChildWorker"]
 
-log = logging.getLogger("radlogger.isolation.child")
+log = logging.getLogger("radlogger.workers.child")
 
 
-class _ParentGone(Exception):
+class _ParentGone(ConnectionFailure):
     pass
 
 
-def load_stage_class(target: str) -> type[Endpoint]:
-    """An endpoint kind from the plugin registry, or ``module:Class``; must be an Endpoint."""
-    cls = load_endpoint_class(target)
-    if not (isinstance(cls, type) and issubclass(cls, Endpoint)):
-        raise TypeError(f"{target} is not an Endpoint class")
-    return cls
-
-
-class _Collector:
-    """A stage's outlet: what it publishes becomes the next stage's batch."""
-
-    __slots__ = ("items",)
-
-    def __init__(self) -> None:
-        self.items: list[Measurement] = []
-
-    def push(self, m: Measurement) -> bool:
-        self.items.append(m)
-        return True
-
-    def take(self) -> list[Measurement]:
-        items, self.items = self.items, []
-        return items
-
-
 class _UpstreamLog(logging.Handler):
-    def __init__(self, child: ChildPipeline) -> None:
+    def __init__(self, child: ChildWorker) -> None:
         super().__init__()
         self.child = child
 
@@ -87,7 +63,7 @@ class _UpstreamLog(logging.Handler):
             self.handleError(record)
 
 
-class ChildPipeline:
+class ChildWorker:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.inc = int(spec["incarnation"])
@@ -101,31 +77,40 @@ class ChildPipeline:
         self.ppid = os.getppid()
         self.rx = self.done = self.fwd = self.fwd_drop = self.bad = self.controls = 0
         self.says_dropped = 0
-        self.stages: list[Endpoint] = []
-        self.outlets: list[_Collector] = []
-        forward = spec.get("forward") or []
-        self.forward_last = "last" in forward
-        self.forward_patterns = [p for p in forward if p not in ("last", "none")]
+        self.forward = [str(f) for f in spec.get("forward") or [] if f != "none"]
+        self.chain = Chain([StageSpec.from_json(st) for st in spec["stages"]], self.forward,
+                           self._emit)
         self._down: SlotRing | None = None
         self._up_ring: SlotRing | None = None
         self.inp: socket.socket | None = None
         self.ret: socket.socket | None = None
         self._last_hb = 0.0
+        self._fwd_mark = 0
         self._worked = False
 
     # ---------------------------------------------------------------- upstream text
     def say(self, kind: str, text: str = "") -> None:
-        try:
-            self.up.send(messages.format_message(kind, self.inc, text))
-        except BlockingIOError:
-            self.says_dropped += 1
-        except OSError as exc:
-            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EPIPE):
-                raise _ParentGone from None
-            raise
+        """Send one text message; a full socket drops logs and heartbeats (counted), but never
+        what the parent waits for (acknowledgements, ready, error, bye): those wait for room."""
+        data = messages.format_message(kind, self.inc, text)
+        while True:
+            try:
+                self.up.send(data)
+                return
+            except BlockingIOError:
+                if kind in ("log", "hb", "hello"):
+                    self.says_dropped += 1
+                    return
+                select.select([], [self.up], [], 0.5)
+                if os.getppid() != self.ppid:
+                    raise _ParentGone from None
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EPIPE):
+                    raise _ParentGone from None
+                raise
 
     def counters(self) -> str:
-        errors = sum(s.stats.errors for s in self.stages)
+        errors = self.chain.errors
         return (f"rx={self.rx} done={self.done} fwd={self.fwd} fwd_drop={self.fwd_drop} "
                 f"bad={self.bad} err={errors} ctl={self.controls} "
                 f"msg_drop={self.says_dropped}")
@@ -133,21 +118,12 @@ class ChildPipeline:
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
         spec = self.spec
-        for i, st in enumerate(spec["stages"]):
-            cls = load_stage_class(st["target"])
-            stage = cls(st["name"], st.get("settings") or {})
-            outlet = _Collector()
-            last = i == len(spec["stages"]) - 1
-            stage.bind(outlet, self._subscribed(last), None)
-            self.stages.append(stage)
-            self.outlets.append(outlet)
-        for stage in self.stages:
-            stage.open()
+        self.chain.open()
         inp = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         inp.bind(spec["in"])
         inp.setblocking(False)
         self.inp = inp
-        if spec.get("ret") and (self.forward_last or self.forward_patterns):
+        if spec.get("ret") and self.forward:
             ret = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             ret.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             ret.connect(spec["ret"])
@@ -162,31 +138,10 @@ class ChildPipeline:
                 else:
                     self._up_ring = attached
 
-    def _subscribed(self, last: bool) -> Any:
-        patterns = self.forward_patterns
-        if not last:
-            return lambda topic: True
-        if self.forward_last:
-            return lambda topic: True
-        return lambda topic: any(pattern_matches(p, topic) for p in patterns)
-
-    # ---------------------------------------------------------------- the chain
-    def run_chain(self, items: list[Measurement], first: int = 0) -> None:
-        for i in range(first, len(self.stages)):
-            stage = self.stages[i]
-            stage.stats.received += len(items)
-            stage.process_batch(items)  # the endpoint base's error isolation and accounting
-            items = self.outlets[i].take()
-            if not items:
-                return
-            self._forward(items, i == len(self.stages) - 1)
-
-    def _forward(self, items: list[Measurement], last: bool) -> None:
+    def _emit(self, items: list[Measurement]) -> None:
+        """Send what the chain forwards back to the parent (datagrams, or shared memory)."""
         if self.ret is None:
             return
-        if not (last and self.forward_last):
-            patterns = self.forward_patterns
-            items = [m for m in items if any(pattern_matches(p, m.topic) for p in patterns)]
         for m in items:
             try:
                 parts, size = messages.measurement_parts(m)
@@ -228,29 +183,27 @@ class ChildPipeline:
         return False
 
     def on_control(self, code: int, arg: int) -> bool:
-        """Apply a control event; False when it is ``stop``."""
+        """Apply a control event; False when it is ``stop``.  Acknowledged after the results
+        it caused were sent: the parent, on the ack, finds them already queued on its result
+        socket (a pool's item results and a flush at stop rely on this)."""
         self.controls += 1
         name = messages.control_name(code)
         if name == "stop":
-            self.say("ctl", f"{name} {arg}")
+            self.say("ctl", f"{name} {arg} {self._forwarded()}")
             return False
-        for i, stage in enumerate(self.stages):
-            hook = getattr(stage, "on_control", None)
-            if hook is None:
-                continue
-            try:
-                hook(name, arg)
-            except Exception as exc:  # noqa: BLE001 - a stage bug must not kill the process
-                stage.stats.errors += 1
-                log.error("stage %s failed on control %s: %s", stage.name, name, exc)
-            out = self.outlets[i].take()
-            if out:
-                self._forward(out, i == len(self.stages) - 1)
-                self.run_chain(out, i + 1)
-        # acknowledged after the results it caused were sent: the parent, on the ack, finds
-        # them already queued on its result socket (a flush at stop relies on this)
-        self.say("ctl", f"{name} {arg}")
+        if name == "item":
+            failed, crash, recreated = self.chain.take_result()
+            self.say("ctl", f"{name} {arg} {self._forwarded()} {failed} {recreated} {crash}"
+                     .rstrip())
+            return True
+        self.chain.control(name, arg)
+        self.say("ctl", f"{name} {arg} {self._forwarded()}")
         return True
+
+    def _forwarded(self) -> int:
+        """Results sent since the last acknowledgement: the parent takes exactly these."""
+        n, self._fwd_mark = self.fwd - self._fwd_mark, self.fwd
+        return n
 
     # ---------------------------------------------------------------- main loop
     def _decode(self, data: bytes) -> Measurement | tuple[int, int] | None:
@@ -301,7 +254,7 @@ class ChildPipeline:
     def _run(self, batch: list[Measurement]) -> None:
         if batch:
             self.rx += len(batch)
-            self.run_chain(batch)
+            self.chain.run(batch)
             self.done += len(batch)
             self._worked = True
 
@@ -314,20 +267,7 @@ class ChildPipeline:
 
     def finish(self) -> None:
         """Flush the stages in order (their output runs down the chain), close, say bye."""
-        for i, stage in enumerate(self.stages):
-            try:
-                stage.flush()
-            except Exception as exc:  # noqa: BLE001
-                log.error("stage %s: flush failed: %s", stage.name, exc)
-            out = self.outlets[i].take()
-            if out:
-                self._forward(out, i == len(self.stages) - 1)
-                self.run_chain(out, i + 1)
-        for stage in self.stages:
-            try:
-                stage.close()
-            except Exception as exc:  # noqa: BLE001
-                log.error("stage %s: close failed: %s", stage.name, exc)
+        self.chain.finish()
         self.say("bye", self.counters())
 
     def cleanup(self) -> None:
@@ -342,7 +282,7 @@ class ChildPipeline:
 def main() -> None:
     """Entry point of the pipeline process (``python -c 'from ... import main; main()'``)."""
     spec = json.loads(sys.stdin.buffer.read() or b"{}")
-    child = ChildPipeline(spec)
+    child = ChildWorker(spec)
     root = logging.getLogger()
     root.setLevel(spec.get("log_level", "INFO"))
     root.addHandler(_UpstreamLog(child))

@@ -1,4 +1,4 @@
-"""The input stage's sending end to one pipeline process.
+"""The parent's sending end to one worker process.
 
 A non-blocking ``AF_UNIX``/``SOCK_DGRAM`` socket *connected* to the child's input socket (so a
 full child queue is ``EAGAIN`` and ``poll`` can wait for room, and a dead child is
