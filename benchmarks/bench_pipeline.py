@@ -48,7 +48,7 @@ def run_saturation(n: int, mode: str) -> tuple[int, float]:
     return sink.count, elapsed
 
 
-@pytest.mark.parametrize("mode", ["thread", "pool"])
+@pytest.mark.parametrize("mode", ["thread", "shared"])
 def test_end_to_end_saturation(benchmark, mode: str) -> None:  # type: ignore[no-untyped-def]
     n = scaled(1_000_000)
     result = benchmark.pedantic(run_saturation, args=(n, mode), rounds=1 if benchutil.QUICK else 3,
@@ -75,6 +75,50 @@ def test_latency_at_10k_per_s(benchmark) -> None:  # type: ignore[no-untyped-def
     seconds = 0.3 if benchutil.QUICK else 3.0
     stats = benchmark.pedantic(run_latency, args=(10_000.0, seconds), rounds=1, iterations=1)
     benchmark.extra_info.update(stats)
+
+
+def run_policy(policy: str, n: int, rate: float) -> dict[str, float]:
+    """One workload under two queue policies: a live source (``on_full = drop``, so the policy
+    applies) into one counting endpoint.  ``block`` adds backpressure end to end (the broker
+    waits for room in the inbox); ``drop_newest`` never waits.  At ``rate = 0`` it measures
+    saturation throughput, at a steady rate the push->endpoint latency."""
+    p = Pipeline(queue_size=65536, overflow=policy, block_timeout=1.0)
+    dev = p.add_device(SyntheticDevice("syn", rate=rate, count=n, pattern="counter", chunk=64,
+                                       on_full="drop"))
+    sink = p.add_endpoint(NullEndpoint("sink", check_order=False, latency=True, batch_max=8192),
+                          subscribe=["syn"])
+    t0 = time.perf_counter()
+    p.start()
+    _wait(lambda: dev.state is DeviceState.FINISHED and p.quiescent())
+    elapsed = time.perf_counter() - t0
+    p.stop(10)
+    snap = p.snapshot()
+    assert snap["producers"]["syn"]["produced"] == n and p.balanced()
+    lat = np.asarray(sink.latencies_ns, dtype=np.float64) / 1e3
+    return {"delivered_per_s": sink.count / elapsed, "delivered": sink.count,
+            "queue_drops": snap["producers"]["syn"]["dropped"],
+            "sink_drops": snap["endpoints"]["sink"]["dropped"],
+            "p50_us": float(np.percentile(lat, 50)), "p99_us": float(np.percentile(lat, 99))}
+
+
+@pytest.mark.parametrize("policy", ["drop_newest", "block"])
+def test_policy_saturation(benchmark, policy: str) -> None:  # type: ignore[no-untyped-def]
+    """Block mode's cost at saturation: throughput within 10% of drop_newest is the target."""
+    n = scaled(1_000_000)
+    res = benchmark.pedantic(run_policy, args=(policy, n, 0.0), rounds=1 if benchutil.QUICK
+                             else 3, iterations=1)
+    if policy == "block":
+        assert res["sink_drops"] == 0  # backpressure: the inbox never drops in block mode
+    benchmark.extra_info.update(res, policy=policy)
+
+
+@pytest.mark.parametrize("policy", ["drop_newest", "block"])
+def test_policy_latency_at_10k_per_s(benchmark, policy: str) -> None:  # type: ignore[no-untyped-def]
+    seconds = 0.3 if benchutil.QUICK else 3.0
+    res = benchmark.pedantic(run_policy, args=(policy, int(10_000 * seconds), 10_000.0),
+                             rounds=1, iterations=1)
+    assert res["delivered"] == int(10_000 * seconds)
+    benchmark.extra_info.update(res, policy=policy)
 
 
 def _batch(n: int, topics: int) -> list[Measurement]:
