@@ -56,6 +56,8 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
            "drain the queue and inboxes; what misses it is counted as dropped", min=0),
     Option("stats_interval", float, 60.0, "seconds between one-line stats summaries in the log "
            "(0 = only the final one at exit)", min=0),
+    Option("loss_interval", float, 5.0, "seconds between summaries of later drops (the first "
+           "drop of each component and reason is a WARNING at once)", min=0.1, max=86400),
     Option("log_level", str, "INFO", "least severe log messages written", choices=LOG_LEVELS),
     Option("log_file", str, "", "write the log to this file (reopened when logrotate moves "
            "it); empty = standard error (the journal under systemd)"),

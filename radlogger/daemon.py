@@ -197,9 +197,11 @@ class Daemon:
         end = time.monotonic() + duration if duration else None
         interval = self.config.daemon.stats_interval
         next_stats = time.monotonic() + interval if interval else None
+        # losses are summarised every few seconds even with the stats lines off
+        next_losses = time.monotonic() + self._losses_interval()
         while True:
             now = time.monotonic()
-            deadlines = [t for t in (end, next_stats) if t is not None]
+            deadlines = [t for t in (end, next_stats, next_losses) if t is not None]
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             select.select([self._rsock], [], [], timeout)
             for code in self._take_wakeups():
@@ -225,6 +227,16 @@ class Daemon:
             if next_stats is not None and now >= next_stats:
                 self.log_stats()
                 next_stats = max(next_stats + interval, now)
+            if now >= next_losses:
+                if self.pipeline is not None:
+                    self.pipeline.losses.poll(self.pipeline.snapshot())
+                next_losses = now + self._losses_interval()
+
+    def _losses_interval(self) -> float:
+        interval: float = self.config.daemon.loss_interval
+        if self.pipeline is not None:
+            self.pipeline.losses.interval = interval
+        return interval
 
     def _take_wakeups(self) -> list[int]:
         codes: list[int] = []

@@ -225,6 +225,7 @@ def test_live_overload_with_duration_warns_then_exits_3(tmp_path: Path) -> None:
     ini = write_ini(tmp_path / "live.ini", f"""
         [radlogger]
         stats_interval = 0
+        loss_interval = 0.5
         queue_size = 64
         [device:gen]
         driver = synthetic
@@ -242,6 +243,8 @@ def test_live_overload_with_duration_warns_then_exits_3(tmp_path: Path) -> None:
     first = next(i for i, line in enumerate(lines) if " dropped (" in line and "WARNING" in line)
     final = next(i for i, line in enumerate(lines) if "final stats" in line)
     assert first < final and "lost" in lines[final]
+    # later drops are summarised (every loss_interval) even with the stats lines off
+    assert any("more dropped" in line for line in lines[first:final])
 
 
 def test_a_device_that_never_delivered_fails_a_batch_run(tmp_path: Path) -> None:
