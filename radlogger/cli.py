@@ -152,7 +152,7 @@ def _control_of(path: str) -> tuple[str, int, str]:
 
 # ---------------------------------------------------------------------------------- run
 @cli.command()
-@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), envvar="RADLOGGER_CONFIG",
+@click.option("-c", "--config", "path", type=click.Path(), envvar="RADLOGGER_CONFIG",
               help="Configuration file (default: $RADLOGGER_CONFIG, else the packaged demo).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="S", help="Stop after S seconds.")
@@ -186,7 +186,7 @@ def run(ctx: click.Context, path: str | None, duration: float | None, once: bool
 
 # ---------------------------------------------------------------------------------- check
 @cli.command()
-@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), required=True,
+@click.option("-c", "--config", "path", type=click.Path(), required=True,
               envvar="RADLOGGER_CONFIG", help="Configuration file to validate.")
 @click.option("--resolved", is_flag=True,
               help="Also print every effective value (defaults included) as INI.")
@@ -209,7 +209,7 @@ def check(ctx: click.Context, path: str, resolved: bool) -> None:
 
 
 @cli.command()
-@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), required=True,
+@click.option("-c", "--config", "path", type=click.Path(), required=True,
               envvar="RADLOGGER_CONFIG", help="Configuration file to draw.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the graph here: .svg or .png rendered with Graphviz when it is "
@@ -235,7 +235,7 @@ def graph(ctx: click.Context, path: str, output: str | None) -> None:
 
 
 @cli.command()
-@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), default=None,
+@click.option("-c", "--config", "path", type=click.Path(), default=None,
               envvar="RADLOGGER_CONFIG", help="The running daemon's configuration (its "
               "control_host, control_port and control_token are used).")
 @click.option("--url", default=None, help="Status API address, e.g. http://127.0.0.1:8765.")

@@ -48,6 +48,9 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
            choices=("drop_newest", "drop_oldest", "block")),
     Option("block_timeout", float, 1.0, "seconds a device waits for room when queue_policy = "
            "block; then the measurement is dropped (counted)", min=0),
+    Option("max_topics", int, 10_000, "distinct topics the broker accepts; measurements on "
+           "further new topics are dropped and counted (too_many_topics): a peer inventing "
+           "topics cannot grow memory without bound", min=1, max=10_000_000),
     Option("batch_max", int, 8192, "most measurements the broker takes from the queue at once",
            min=1),
     Option("pool_workers", int, 2, "threads of the shared pool that runs endpoints with "
@@ -67,6 +70,7 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
 )
 #: daemon options that size the running pipeline: a reload cannot change them
 RESTART_ONLY = ("queue_size", "queue_policy", "block_timeout", "batch_max", "pool_workers",
+                "max_topics",
                 "control_port", "control_host", "control_token", "status_interval",
                 "status_down_after")
 

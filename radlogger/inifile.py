@@ -70,10 +70,22 @@ def _line_numbers(text: str) -> dict[tuple[str, str | None], int]:
     return out
 
 
+#: a configuration file larger than this is not one (and /dev/zero would never end)
+MAX_CONFIG_BYTES = 4 << 20
+
+
 def read_file(path: Path) -> list[Section]:
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ConfigError("is not a regular file (a device or a pipe); pass an INI file",
+                              file)
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"larger than {MAX_CONFIG_BYTES >> 20} MiB: not a configuration "
+                              "file", file)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found; pass an existing configuration file (radloggerd "
                           "config sample > radloggerd.ini writes one)", file) from None

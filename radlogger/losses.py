@@ -28,7 +28,7 @@ FIXES: dict[str, str] = {
                         "broker waited; it is stuck or far too slow, its error is logged",
     "shutdown": "shutdown_deadline = {shutdown_deadline}; raise it to let the pipeline drain",
     "child_crashed": "a worker process died; its error is logged",
-    "too_many_topics": "raise max_topics",
+    "too_many_topics": "max_topics = {max_topics}; raise it if the topics are genuine",
 }
 
 Settings = Callable[[str, str], Mapping[str, Any]]

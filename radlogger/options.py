@@ -8,6 +8,7 @@ strings or as Python values (tests, code); both go through the same conversion.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,9 +61,15 @@ def _parse_int(value: Any) -> int:
 
 
 def _parse_float(value: Any) -> float:
+    """A finite number: NaN and infinity are refused (a NaN backoff never reconnects, an
+    infinite deadline overflows the clock)."""
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
-    return float(str(value).strip().replace("_", "")) if isinstance(value, str) else float(value)
+    number = float(str(value).strip().replace("_", "")) if isinstance(value, str) \
+        else float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
 
 
 _PARSERS: dict[type, Callable[[Any], Any]] = {

@@ -62,10 +62,11 @@ class Pipeline:
     """One dataflow graph.  The daemon owns one; tests and benchmarks build their own."""
 
     def __init__(self, queue_size: int = 65536, overflow: Overflow | str = Overflow.DROP_NEWEST,
-                 block_timeout: float = 1.0, batch_max: int = 8192, pool_workers: int = 2) -> None:
+                 block_timeout: float = 1.0, batch_max: int = 8192, pool_workers: int = 2,
+                 max_topics: int = 10_000) -> None:
         self.queue: LocklessQueue[Measurement] = LocklessQueue(
             queue_size, overflow, block_timeout, on_drop=self._on_queue_drop)
-        self.broker = Broker(self.queue, batch_max, self._count_published)
+        self.broker = Broker(self.queue, batch_max, self._count_published, max_topics)
         self.producers: dict[str, ProducerStats] = {}
         self.devices: dict[str, Device] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -88,7 +89,8 @@ class Pipeline:
 
     def _loss_settings(self, role: str, name: str) -> dict[str, Any]:
         """The settings a loss warning's fix names (queue_size, inbox_size ...)."""
-        found: dict[str, Any] = {"queue_size": self.queue.size}
+        found: dict[str, Any] = {"queue_size": self.queue.size,
+                                 "max_topics": self.broker.max_topics}
         component = self.endpoints.get(name) or self.devices.get(name)
         if component is not None:
             found.update(component.settings)
