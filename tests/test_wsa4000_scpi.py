@@ -99,3 +99,41 @@ def test_reply_without_line_end_is_a_clear_error_not_unbounded_buffering() -> No
         client.close()
         srv.close()
         t.join(5.0)
+
+
+def test_a_reply_trickled_byte_by_byte_cannot_hold_a_query() -> None:
+    """The timeout is a deadline per query, not per recv: a peer sending one byte every
+    0.05 s (each recv succeeds) is cut off at the timeout."""
+    import socket
+    import threading
+    import time
+
+    from radlogger.devices.wsa4000.scpi import SCPIClient, SCPIError
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            try:
+                while not done.wait(0.05):
+                    conn.sendall(b"x")
+            except OSError:
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    client = SCPIClient("127.0.0.1", srv.getsockname()[1], 0.3)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SCPIError, match="within 0.3 s"):
+            client.query("*IDN?")
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        done.set()
+        client.close()
+        srv.close()
+        t.join(5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,7 @@ class SCPIClient:
                 from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
+        self.timeout = timeout
         self._rx = b""
 
     def send(self, command: str) -> None:
@@ -208,9 +210,19 @@ class SCPIClient:
             raise SCPIError(f"control connection lost sending {command!r}: {exc}") from exc
 
     def readline(self) -> str:
+        """One reply line within ``timeout`` in all: the timeout is a deadline for the whole
+        line, not per ``recv`` (a peer trickling a byte at a time cannot hold a query)."""
+        deadline = time.monotonic() + self.timeout
         while b"\n" not in self._rx:
+            left = deadline - time.monotonic()
             try:
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)
                 chunk = self.sock.recv(4096)
+            except TimeoutError:
+                raise SCPIError(f"no complete reply from the WSA control port within "
+                                f"{self.timeout:g} s ({len(self._rx)} bytes so far)") from None
             except OSError as exc:
                 raise SCPIError(f"no reply from the WSA control port: {exc}") from exc
             if not chunk:
