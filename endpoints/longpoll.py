@@ -102,7 +102,10 @@ class LongPollEndpoint(Endpoint):
         Option("host", str, "127.0.0.1", "address to listen on (loopback unless you open it)"),
         Option("port", int, 8470, "TCP port (0 = any free port)", min=0, max=65535),
         Option("token", str, None, "bearer token clients must send (unset = no token)"),
-        Option("token_file", str, None, "file holding the bearer token (overrides token)"),
+        Option("token_file", str, None, "file holding the bearer token (overrides token); "
+               "created with a random token (mode 0600) at first start if missing"),
+        Option("allow_unauthenticated", bool, False, "listen on a non-loopback host without "
+               "a token (only behind a proxy that authenticates)"),
         Option("buffer", int, 10000, "measurements kept for clients to resume from", min=1),
         Option("buffer_mb", float, 64.0, "most megabytes kept in the buffer", min=0.001),
         Option("max_batch", int, 1000, "most measurements in one answer", min=1),
@@ -113,7 +116,7 @@ class LongPollEndpoint(Endpoint):
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
         s = self.settings
-        self.token = resolve_token(s.token, s.token_file, f"endpoint {name}")
+        self.token = s.token  # the token_file is read (or created) when the server opens
         self.ring = Ring(s.buffer, int(s.buffer_mb * 1e6))
         self.server: WebServer | None = None
         # One epoch per ring: cursors stay valid across a close/open of this endpoint (its
@@ -143,7 +146,9 @@ class LongPollEndpoint(Endpoint):
         s = self.settings
         self._closing = False
         self._wake_event = None
-        server = WebServer(s.host, s.port, self.token, name=f"longpoll:{self.name}")
+        self.token = resolve_token(s.token, s.token_file, f"endpoint {self.name}", create=True)
+        server = WebServer(s.host, s.port, self.token, name=f"longpoll:{self.name}",
+                           allow_unauthenticated=s.allow_unauthenticated)
         server.app.router.add_get(lp.POLL_PATH, self._poll)
         server.app.router.add_get(lp.INFO_PATH, self._info)
         server.app.on_shutdown.append(self._on_shutdown)

@@ -133,7 +133,8 @@ def _control_of(path: str) -> tuple[str, int, str]:
 
     try:
         d = load_config(path).daemon
-        return d.control_host, d.control_port, d.control_token
+        return d.control_host, d.control_port, _token_of(d.control_token,
+                                                          d.control_token_file, path)
     except ConfigError as exc:
         import configparser
 
@@ -147,7 +148,23 @@ def _control_of(path: str) -> tuple[str, int, str]:
         click.echo(f"warning: {path} does not load ({str(exc).splitlines()[0]}); using its "
                    f"control_port {port} alone", err=True)
         return (section.get("control_host", "127.0.0.1").strip(), port,
-                section.get("control_token", "").strip())
+                _token_of(section.get("control_token", "").strip(),
+                          section.get("control_token_file", "").strip(), path))
+
+
+def _token_of(token: str, token_file: str, config_path: str) -> str:
+    """The daemon's token: its token_file wins (a path as the daemon uses it: absolute is
+    best, a relative one is taken from the current directory)."""
+    if not token_file:
+        return token
+    from pathlib import Path
+
+    file = Path(token_file)
+    try:
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        fail(f"control_token_file {file}: {exc.strerror}; run radloggerd status as the daemon's "
+             "user, or pass --token")
 
 
 # ---------------------------------------------------------------------------------- run

@@ -23,6 +23,10 @@ CONTROL_OPTIONS: tuple[Option, ...] = (
            "status` (0 = off)", min=0, max=65535),
     Option("control_host", str, "127.0.0.1", "address the status API binds to"),
     Option("control_token", str, "", "bearer token the status API requires (empty = none)"),
+    Option("control_token_file", str, "", "file holding the bearer token; created with a "
+           "random token (mode 0600) at first start if missing; overrides control_token"),
+    Option("allow_unauthenticated", bool, False, "let the status API listen on a "
+           "non-loopback address without a token (only behind a proxy that authenticates)"),
     Option("status_interval", float, 0.0, "seconds between status measurements published on "
            "radlogger.status.* (0 = off)", min=0),
     Option("status_down_after", float, 120.0, "seconds a device may be not running (never "
@@ -51,10 +55,12 @@ class Control:
             self.publisher = StatusPublisher(self.pipeline, s.status_interval, tracker=tracker)
             self.publisher.start()
         if s.control_port:
-            from .web import WebServer
+            from .web import WebServer, resolve_token
 
-            self.web = WebServer(s.control_host, s.control_port, s.control_token or None,
-                                 name="radloggerd")
+            token = resolve_token(s.control_token or None, s.control_token_file or None,
+                                  "status API", create=True)
+            self.web = WebServer(s.control_host, s.control_port, token, name="radloggerd",
+                                 allow_unauthenticated=s.allow_unauthenticated)
             add_routes(self.web.app, self.pipeline, tracker)
             self.web.start()
             log.info("status API on %s", self.web.url)

@@ -31,7 +31,7 @@ from radlogger.errors import ConfigurationError
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["WebServer", "WebError", "resolve_token"]
+__all__ = ["WebServer", "WebError", "resolve_token", "is_loopback"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,15 @@ class WebError(ConfigurationError, RuntimeError):
     """A server that cannot start (port in use, bad address); the message says the fix."""
 
 
-def resolve_token(token: str | None, token_file: str | None, what: str) -> str | None:
-    """The bearer token from an option or a file (a file keeps secrets out of the INI)."""
+def resolve_token(token: str | None, token_file: str | None, what: str,
+                  create: bool = False) -> str | None:
+    """The bearer token from an option or a file (a file keeps secrets out of the INI).
+
+    With ``create`` a missing file is made at first start: a random token, readable only by
+    the daemon's user (mode 0600), so a server is protected without anyone choosing a secret;
+    clients read the same file (``radloggerd status -c``)."""
+    if token_file and create and not Path(token_file).exists():
+        _generate_token(Path(token_file), what)
     if token_file:
         try:
             text = Path(token_file).read_text(encoding="utf-8").strip()
@@ -54,6 +61,33 @@ def resolve_token(token: str | None, token_file: str | None, what: str) -> str |
             raise WebError(f"{what}: token_file {token_file} is empty: write the token into it")
         return text
     return token or None
+
+
+def _generate_token(path: Path, what: str) -> None:
+    import os
+    import secrets
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process made it first: read theirs
+    except OSError as exc:
+        raise WebError(f"{what}: cannot create token_file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    log.info("%s: generated a bearer token into %s (mode 0600)", what, path)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def bearer_middleware(token: str, public: Iterable[str] = ()) -> Any:
@@ -80,7 +114,12 @@ class WebServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  name: str = "web", public: Iterable[str] = ("/health",),
-                 shutdown_timeout: float = 1.0) -> None:
+                 shutdown_timeout: float = 1.0, allow_unauthenticated: bool = False) -> None:
+        if not token and not is_loopback(host) and not allow_unauthenticated:
+            raise WebError(f"{name}: refusing to listen on {host} without a token: anyone who "
+                           "can reach it could use it; set a token (or token_file, generated "
+                           "at first start), or allow_unauthenticated = yes behind a proxy "
+                           "that authenticates")
         self.host = host
         self.requested_port = port
         self.name = name
