@@ -104,6 +104,9 @@ class LongPollEndpoint(Endpoint):
         Option("token", str, None, "bearer token clients must send (unset = no token)"),
         Option("token_file", str, None, "file holding the bearer token (overrides token); "
                "created with a random token (mode 0600) at first start if missing"),
+        Option("max_connections", int, 256, "open connections the server keeps (long-poll "
+               "waiters included); further ones are closed at once and counted", min=1,
+               max=100_000),
         Option("allow_unauthenticated", bool, False, "listen on a non-loopback host without "
                "a token (only behind a proxy that authenticates)"),
         Option("buffer", int, 10000, "measurements kept for clients to resume from", min=1),
@@ -148,7 +151,8 @@ class LongPollEndpoint(Endpoint):
         self._wake_event = None
         self.token = resolve_token(s.token, s.token_file, f"endpoint {self.name}", create=True)
         server = WebServer(s.host, s.port, self.token, name=f"longpoll:{self.name}",
-                           allow_unauthenticated=s.allow_unauthenticated)
+                           allow_unauthenticated=s.allow_unauthenticated,
+                           max_connections=s.max_connections)
         server.app.router.add_get(lp.POLL_PATH, self._poll)
         server.app.router.add_get(lp.INFO_PATH, self._info)
         server.app.on_shutdown.append(self._on_shutdown)

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from radlogger.errors import ConfigurationError
 
+from .webguard import ConnectionCap, install_log_limits
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -114,7 +116,8 @@ class WebServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  name: str = "web", public: Iterable[str] = ("/health",),
-                 shutdown_timeout: float = 1.0, allow_unauthenticated: bool = False) -> None:
+                 shutdown_timeout: float = 1.0, allow_unauthenticated: bool = False,
+                 max_connections: int = 256) -> None:
         if not token and not is_loopback(host) and not allow_unauthenticated:
             raise WebError(f"{name}: refusing to listen on {host} without a token: anyone who "
                            "can reach it could use it; set a token (or token_file, generated "
@@ -130,6 +133,9 @@ class WebServer:
         self.app = web.Application(middlewares=middlewares)
         self.app.router.add_get("/health", self._health)
         self.shutdown_timeout = shutdown_timeout
+        self.max_connections = max_connections
+        self.cap: ConnectionCap | None = None
+        self._server: asyncio.AbstractServer | None = None
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -197,13 +203,20 @@ class WebServer:
                                shutdown_timeout=self.shutdown_timeout)
         self._runner = runner
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port, reuse_address=True)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
+        # not a TCPSite: the protocol factory is wrapped so idle peers cannot hold every
+        # descriptor (radlogger.webguard)
+        install_log_limits()
+        self.cap = ConnectionCap(runner.server, self.max_connections, self.name)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self.cap, self.host, self.requested_port,
+                                                reuse_address=True, backlog=128)
+        sockets: tuple[Any, ...] = tuple(self._server.sockets or ())
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.requested_port
 
     async def _cleanup(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             try:
                 await self._runner.cleanup()
