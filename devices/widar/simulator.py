@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import click
 import numpy as np
@@ -37,7 +38,7 @@ __all__ = ["WidarSimulator", "SenderThread", "cli", "product_key", "parse_lines"
 ProductKey = tuple[int, int, int, int, str, int]
 
 
-def product_key(meta: dict) -> ProductKey:
+def product_key(meta: dict[str, Any]) -> ProductKey:
     """(station_x, station_y, baseband, subband, polarization, phase_bin) of a lag set."""
     return (meta["station_x"], meta["station_y"], meta["baseband"], meta["subband"],
             meta["polarization"], meta["phase_bin"])
@@ -149,7 +150,7 @@ class WidarSimulator:
         words[:, 5] = ts & 0xFFFFFFFF
         return fix_checksums(frames)
 
-    def truth(self, i: int) -> dict[tuple, np.ndarray]:
+    def truth(self, i: int) -> dict[tuple[Any, ...], np.ndarray]:
         """Expected lag sets of integration ``i``: {(product key..., timestamp): complex64}."""
         frames = self.frames(i)
         words = frames.view(">u4")
