@@ -301,7 +301,7 @@ class Assembler:
             ls = pending.get(key)
             if ls is None:
                 if key in emitted:
-                    self.late += hi - lo
+                    self.late += int(hi - lo)  # numpy ints would leak into counters
                     continue
                 ls = LagSet(key, w[rows[0]].copy(), self.n_lags, nf, now)
                 pending[key] = ls
@@ -382,9 +382,10 @@ class Assembler:
         return out
 
     def counters(self) -> dict[str, int | float]:
-        return {"frames": self.frames, "placed": self.placed, "duplicates": self.duplicates,
-                "late": self.late, "emitted": self.emitted,
-                "complete": self.complete, "incomplete": self.incomplete,
-                "missing_frames": self.missing_frames, "evicted": self.evicted,
-                "pending": len(self.pending)}
+        """Plain Python ints (a numpy integer is not JSON: status showed it as a string)."""
+        return {k: int(v) for k, v in (
+            ("frames", self.frames), ("placed", self.placed), ("duplicates", self.duplicates),
+            ("late", self.late), ("emitted", self.emitted), ("complete", self.complete),
+            ("incomplete", self.incomplete), ("missing_frames", self.missing_frames),
+            ("evicted", self.evicted), ("pending", len(self.pending)))}
 

@@ -9,7 +9,20 @@ assembly then run on the whole batch at numpy speed (``frames.py``, ``assembler.
 A large ``SO_RCVBUF`` absorbs bursts while the thread is busy; the kernel caps what a process
 may ask for at ``net.core.rmem_max`` (unless we hold CAP_NET_ADMIN, when ``SO_RCVBUFFORCE``
 works), so the granted size is reported in ``rcvbuf_granted`` and logged when smaller.
-Frames the kernel dropped for lack of buffer are read from ``/proc/net/udp`` (``kernel_drops``).
+Frames the kernel dropped for lack of buffer are read from ``/proc/net/udp`` (the ``drops`` of
+our socket's inode: ``kernel_drops``), and read once more just before the socket closes, since
+the kernel forgets them with the socket.
+
+**Exact at the edges.**  At stop the receive buffer may hold tens of thousands of datagrams
+(64 MiB is ~28,000 frames of 1064 bytes; 41,895 frames once vanished uncounted after SIGTERM
+at 100,000 frames/s).  ``close()`` at stop stops the in-process simulator first, then reads
+and processes what is still queued (``drained_at_stop``) for up to ``stop_drain`` seconds
+(and within the stop deadline the pipeline gives); what is still queued after that is read
+without processing and counted (``discarded.stop_deadline``), as is a buffer left behind by a
+reconnect after an error (``discarded.reconnect``).  Then the kernel's drop count is read and
+the socket closed; the pending lag sets are flushed after the drain, so the drained frames
+complete them.  So for every datagram that reached the socket before it closed:
+``datagrams + discarded + kernel_drops`` = sent (``datagrams`` includes ``drained_at_stop``).
 
 ``simulate = yes`` binds 127.0.0.1 (a free port unless ``port`` is set) and starts an
 in-process :class:`~radlogger.devices.widar.simulator.WidarSimulator` sending to it over real UDP at
@@ -25,15 +38,18 @@ Bad frames never stop the stage: they are counted per reason in ``bad_frames`` (
 from __future__ import annotations
 
 import logging
+import math
+import os
 import select
 import socket
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
-from radlogger.options import Option, OptionError
+from radlogger.options import Option, OptionError, by_reason
 
 from .lagdevice import LagSetDevice
 from .recording import RotatingRecorder
@@ -54,6 +70,9 @@ class WidarDevice(SimulatorOwner, LagSetDevice):
                "simulate = yes; 0 = any free port, see bound_port)", min=0, max=65535),
         Option("rcvbuf", int, 64 << 20, "socket receive buffer to request, bytes "
                "(the kernel caps it at net.core.rmem_max; 0 = the kernel's default)", min=0),
+        Option("stop_drain", float, 2.0, "seconds allowed at stop to read and process the "
+               "datagrams still in the receive buffer (within the shutdown deadline); what is "
+               "left then is read and counted as discarded.stop_deadline", min=0.0),
         Option("record", str, "", "record every received datagram to this pcap path, "
                "rotated as PATH.NNNNNN.pcap (empty = no recording)"),
         Option("record_max_mb", float, 1024.0, "size of one recording file, MiB", min=0.01),
@@ -77,6 +96,15 @@ class WidarDevice(SimulatorOwner, LagSetDevice):
         self.sock: socket.socket | None = None
         self.bound_port = 0
         self.rcvbuf_granted = 0
+        #: kernel drops of the sockets closed so far, and the inode of the open one (0: none),
+        #: one attribute so that counters() on another thread never sees half an update
+        self._drops: tuple[int, int] = (0, 0)
+        #: datagrams read and processed at stop, after the device was asked to stop
+        self.drained_at_stop = 0
+        #: datagrams read but not processed, by reason (stop_deadline, reconnect)
+        self.discarded: Counter[str] = Counter()
+        #: monotonic time by which the stop drain must end (set by stop(timeout))
+        self._stop_by = math.inf
         #: the in-process sender (simulate = yes), started at the first open
         self.sim: SimulatorHost[Any] | None = None
         #: what it sends (built now so a bad geometry is a configuration error)
@@ -95,7 +123,8 @@ class WidarDevice(SimulatorOwner, LagSetDevice):
         per = sim.frames_per_integration
         sim.integration_ns = max(1, int(per / s.sim_rate * 1e9))
         sim.start_ns = time.time_ns()
-        sender = SenderThread(sim, (host, self.bound_port), s.sim_rate, burst=per)
+        # sent from the address it sends to (loopback by default): never a socket on 0.0.0.0
+        sender = SenderThread(sim, (host, self.bound_port), s.sim_rate, burst=per, source=host)
         sender.start()
         log.info("widar %s: simulated correlator sending %d products to %s:%d at %g frames/s",
                  self.name, len(sim.products), host, self.bound_port, s.sim_rate)
@@ -124,6 +153,7 @@ class WidarDevice(SimulatorOwner, LagSetDevice):
         sock.setblocking(False)
         self.sock = sock
         self.bound_port = sock.getsockname()[1]
+        self._drops = (self._drops[0], os.fstat(sock.fileno()).st_ino)
         if s.record and self.recorder is None:
             self.recorder = RotatingRecorder(s.record, int(s.record_max_mb * (1 << 20)),
                                              s.record_keep)
@@ -132,9 +162,29 @@ class WidarDevice(SimulatorOwner, LagSetDevice):
         if self.sim is not None:
             self.sim.get()
 
+    def start(self) -> None:
+        self._stop_by = math.inf
+        super().start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop; the drain of the receive buffer keeps a fifth of ``timeout`` for the rest."""
+        if timeout is not None:
+            self._stop_by = time.monotonic() + 0.8 * timeout
+        return super().stop(timeout)
+
     def poll(self) -> None:
         sock = self.sock
         assert sock is not None
+        n = self._receive(sock)
+        self.expire()
+        if n < len(self._rows):
+            deadline = self.assembler.next_deadline()
+            wait = 0.1 if deadline is None else min(0.1, max(0.0005, deadline -
+                                                             time.monotonic()))
+            select.select([sock], [], [], wait)
+
+    def _receive(self, sock: socket.socket) -> int:
+        """Read up to one batch of queued datagrams and process them; returns how many."""
         recv = sock.recv_into
         rows = self._rows
         width = self.frame_bytes
@@ -159,43 +209,94 @@ class WidarDevice(SimulatorOwner, LagSetDevice):
             pass
         if n:
             self.ingest(n, lengths, None if stamps is None else np.array(stamps, np.int64))
-        self.expire()
-        if n < limit:
-            deadline = self.assembler.next_deadline()
-            wait = 0.1 if deadline is None else min(0.1, max(0.0005, deadline -
-                                                             time.monotonic()))
-            select.select([sock], [], [], wait)
+        return n
+
+    def _drain(self, sock: socket.socket) -> None:
+        """At stop: process what the receive buffer still holds, until it is empty or the
+        drain time is up; then read (bounded) and count what is left."""
+        deadline = min(time.monotonic() + self.settings.stop_drain, self._stop_by)
+        before = self.datagrams
+        try:
+            while time.monotonic() < deadline and self._receive(sock):
+                pass
+        finally:
+            self.drained_at_stop += self.datagrams - before
+        self._discard(sock, "stop_deadline")
+
+    def _discard(self, sock: socket.socket, reason: str) -> None:
+        """Read and count, without processing, what the buffer still holds.  Bounded: at most
+        what a full buffer can hold (the smallest datagram costs the kernel more than 256
+        bytes of it), in case a sender keeps it full."""
+        recv = sock.recv_into
+        row = self._rows[0]
+        limit = 2 * max(self.rcvbuf_granted, 1 << 16) // 256 + len(self._rows)
+        n = 0
+        try:
+            while n < limit:
+                recv(row, 1)
+                n += 1
+        except OSError:  # BlockingIOError: empty; another error: nothing more to read
+            pass
+        if n:
+            self.discarded[reason] += n
+            log.warning("widar %s: %d datagrams in the receive buffer were not processed "
+                        "(%s), counted in discarded.%s", self.name, n,
+                        "stop drain time up" if reason == "stop_deadline" else
+                        "socket reopened after an error", reason)
 
     def close(self) -> None:
-        self.flush_sets()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.recorder is not None:
-            self.recorder.close()
-            self.recorder = None
-        if self.sim is not None and self.stopping:
-            self.sim.release()  # the device thread ends, and with it its simulator
+        stopping = self.stopping
+        if self.sim is not None and stopping:
+            self.sim.release()  # the sender stops first: what it sent is all in the buffer
+        sock = self.sock
+        try:
+            if sock is not None:
+                if stopping:
+                    self._drain(sock)
+                else:
+                    self._discard(sock, "reconnect")
+        finally:
+            self.flush_sets()  # after the drain: the drained frames complete pending sets
+            if sock is not None:
+                closed, inode = self._drops
+                drops = _socket_drops(inode)  # before close: the kernel forgets them with it
+                self._drops = (closed + max(0, drops), 0)
+                sock.close()
+                self.sock = None
+            if self.recorder is not None:
+                self.recorder.close()
+                self.recorder = None
 
     def kernel_drops(self) -> int:
-        """Datagrams the kernel dropped on our socket (receive buffer full), or -1."""
-        if not self.bound_port:
-            return -1
-        port = f":{self.bound_port:04X}"
-        try:
-            with open("/proc/net/udp") as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[1].endswith(port):
-                        return int(parts[-1])
-        except (OSError, StopIteration, ValueError, IndexError):
-            pass
-        return -1
+        """Datagrams the kernel dropped (receive buffer full) on every socket this device has
+        had, the open one included; -1 when /proc/net/udp cannot be read."""
+        closed, inode = self._drops
+        if not inode:
+            return closed
+        drops = _socket_drops(inode)
+        return -1 if drops < 0 else closed + drops
 
     def counters(self) -> dict[str, int | float]:
         return {**super().counters(), "port": self.bound_port, "rcvbuf": self.rcvbuf_granted,
-                "kernel_drops": self.kernel_drops()}
+                "kernel_drops": self.kernel_drops(), "drained_at_stop": self.drained_at_stop,
+                **by_reason("discarded", self.discarded)}
+
+
+def _socket_drops(inode: int) -> int:
+    """The ``drops`` column of /proc/net/udp for the socket with this inode, or -1."""
+    if not inode:
+        return -1
+    key = str(inode)
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if len(parts) > 12 and parts[9] == key:
+                    return int(parts[12])
+    except (OSError, StopIteration, ValueError):
+        pass
+    return -1
 
 
 def _make_simulator(s: Any) -> Any:

@@ -64,7 +64,7 @@ class LagSetDevice(Device):
         done = self.assembler.add(batch)
         bad_total = sum(self.bad_frames.values())  # decode and assembly rejections
         if bad_total != self._bad_total:
-            self.outlet.stats.errors += bad_total - self._bad_total
+            self.count_errors(bad_total - self._bad_total)
             self._bad_total = bad_total
         for ls in done:
             self._emit(ls)

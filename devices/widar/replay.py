@@ -24,6 +24,7 @@ from radlogger.options import Option
 from .frames import HEADER_BYTES, MAX_LOG2_LAGS, OK, fix_checksums, validate
 from .lagdevice import LagSetDevice
 from .recording import read_frames, recording_files
+from .udpsend import sender_socket
 
 __all__ = ["WidarReplayDevice", "Restamper", "replay_udp"]
 
@@ -157,15 +158,17 @@ class WidarReplayDevice(LagSetDevice):
 
 def replay_udp(path: str, dest: tuple[str, int], rate: float = 0.0, restamp: bool = False,
                stop: threading.Event | None = None, frames: int = 0, loop: bool = False,
-               burst: int = 64) -> int:
-    """Send a recording's datagrams to ``dest`` at ``rate`` frames/s; returns frames sent."""
+               burst: int = 64, source: str | None = None) -> int:
+    """Send a recording's datagrams to ``dest`` at ``rate`` frames/s; returns frames sent.
+
+    The socket is bound to ``source`` (default: the address the route to ``dest`` uses)."""
     files = recording_files(path)
     if not files:
         raise FileNotFoundError(f"no recording matches {path}")
     stop = stop or threading.Event()
     sent = 0
     t0 = time.monotonic()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with sender_socket(dest, source) as sock:
         while True:
             stamper = Restamper()
             chunk: list[tuple[int, bytes]] = []

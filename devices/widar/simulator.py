@@ -19,25 +19,26 @@ with new timestamps (and checksums): the sender then keeps up with gigabit line 
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import click
 import numpy as np
 
 from .assembler import parse_baselines
 from .frames import FIELDS, POLARIZATIONS, encode, fix_checksums, frame_bytes, to_complex
+from .udpsend import sender_socket
 
 __all__ = ["WidarSimulator", "SenderThread", "cli", "product_key", "parse_lines"]
 
 ProductKey = tuple[int, int, int, int, str, int]
 
 
-def product_key(meta: dict) -> ProductKey:
+def product_key(meta: dict[str, Any]) -> ProductKey:
     """(station_x, station_y, baseband, subband, polarization, phase_bin) of a lag set."""
     return (meta["station_x"], meta["station_y"], meta["baseband"], meta["subband"],
             meta["polarization"], meta["phase_bin"])
@@ -90,6 +91,8 @@ class WidarSimulator:
         self.rng = np.random.default_rng(seed)
         self._seed = seed
         self.counts: Counter[str] = Counter()
+        #: (address, port) the last send() sent from
+        self.source: tuple[str, int] | None = None
         pols = [POLARIZATIONS.index(p.upper()) for p in polarizations]
         prods = [(x, y, bb, sb, pol, pb) for (x, y) in self.baselines for bb in basebands
                  for sb in subbands for pol in pols for pb in range(phase_bins)]
@@ -147,7 +150,7 @@ class WidarSimulator:
         words[:, 5] = ts & 0xFFFFFFFF
         return fix_checksums(frames)
 
-    def truth(self, i: int) -> dict[tuple, np.ndarray]:
+    def truth(self, i: int) -> dict[tuple[Any, ...], np.ndarray]:
         """Expected lag sets of integration ``i``: {(product key..., timestamp): complex64}."""
         frames = self.frames(i)
         words = frames.view(">u4")
@@ -211,17 +214,20 @@ class WidarSimulator:
 
     # ---------------------------------------------------------------- sending
     def send(self, dest: tuple[str, int], rate: float = 0.0, frames: int = 0,
-             stop: threading.Event | None = None, burst: int = 64) -> int:
+             stop: threading.Event | None = None, burst: int = 64,
+             source: str | None = None) -> int:
         """Send to ``dest`` at ``rate`` frames/s (0 = flat out) until ``frames`` or ``stop``.
 
+        The socket is bound to ``source`` (default: the address the route to ``dest`` uses),
+        never to 0.0.0.0; ``self.source`` is the (address, port) it sent from.
         ``counts`` covers every integration generated, so send whole integrations
         (``frames`` a multiple of ``frames_per_integration``) when comparing counts.
         """
         stop = stop or threading.Event()
         sent = 0
         t0 = time.monotonic()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+        with sender_socket(dest, source) as sock:
+            self.source = sock.getsockname()
             sendto = sock.sendto
             try:
                 for datagram in self.datagrams():
@@ -247,16 +253,16 @@ class SenderThread(threading.Thread):
     """``WidarSimulator.send`` on a thread, for tests: ``start()``, then ``stop()``."""
 
     def __init__(self, sim: WidarSimulator, dest: tuple[str, int], rate: float = 0.0,
-                 frames: int = 0, burst: int = 64) -> None:
+                 frames: int = 0, burst: int = 64, source: str | None = None) -> None:
         super().__init__(name="widar-simulator", daemon=True)
         self.sim, self.dest, self.rate, self.frames_total = sim, dest, rate, frames
-        self.burst = burst
+        self.burst, self.source = burst, source
         self._stop_event = threading.Event()
         self.sent = 0
 
     def run(self) -> None:
         self.sent = self.sim.send(self.dest, self.rate, self.frames_total, self._stop_event,
-                                  self.burst)
+                                  self.burst, self.source)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop_event.set()
@@ -285,6 +291,8 @@ def _lines(text: str) -> list[tuple[int, float]] | None:
 @click.command("widar")
 @click.option("--host", default="127.0.0.1", show_default=True, help="destination address")
 @click.option("--port", default=50000, show_default=True, help="destination UDP port")
+@click.option("--source", default="", help="address to send from (default: the one the "
+              "route to --host uses, 127.0.0.1 for loopback)")
 @click.option("--rate", default=1000.0, show_default=True, help="frames per second (0 = flat out)")
 @click.option("--frames", "total", default=0, help="stop after this many frames (0 = forever)")
 @click.option("--duration", default=0.0, help="stop after this many seconds (0 = forever)")
@@ -311,7 +319,7 @@ def _lines(text: str) -> list[tuple[int, float]] | None:
               "(a .pcap file, glob or rotation base name)")
 @click.option("--restamp/--no-restamp", default=False,
               help="with --replay: rewrite timestamps and checksums to wall-clock time")
-def cli(host: str, port: int, rate: float, total: int, duration: float, baselines: str,
+def cli(host: str, port: int, source: str, rate: float, total: int, duration: float, baselines: str,
         basebands: str, subbands: str, products: str, phase_bins: int, lags: int,
         lags_per_frame: int, lines: str, noise: float, integration_ms: float, disorder: int,
         loss: float, duplicate: float, corrupt: float, seed: int, replay_path: str,
@@ -327,7 +335,7 @@ def cli(host: str, port: int, rate: float, total: int, duration: float, baseline
             from .replay import replay_udp
 
             n = replay_udp(replay_path, (host, port), rate, restamp=restamp, stop=stop,
-                           frames=total)
+                           frames=total, source=source or None)
             click.echo(f"replayed {n} frames to {host}:{port}", err=True)
             return
         bl: int | list[str] = int(baselines) if baselines.isdigit() else baselines.split(",")
@@ -344,7 +352,7 @@ def cli(host: str, port: int, rate: float, total: int, duration: float, baseline
                f"{rate or 'max'} frames/s", err=True)
     t0 = time.monotonic()
     try:
-        sim.send((host, port), rate, total, stop)
+        sim.send((host, port), rate, total, stop, source=source or None)
     except KeyboardInterrupt:
         pass
     finally:
