@@ -16,6 +16,8 @@ whose cursor belongs to an earlier run is told to reset instead of silently skip
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import secrets
 import threading
 import time
@@ -93,6 +95,14 @@ class Ring:
                     out.append(entry)
                 i += 1
             return out, i - 1 if i - 1 > after else after, gap
+
+
+def _bad_request(message: str) -> Exception:
+    """HTTP 400 with a one-line JSON error (what every radloggerd API answers to bad input)."""
+    from aiohttp import web
+
+    return web.HTTPBadRequest(text=json.dumps({"error": message}) + "\n",
+                              content_type="application/json")
 
 
 class LongPollEndpoint(Endpoint):
@@ -220,15 +230,17 @@ class LongPollEndpoint(Endpoint):
         reset = False
         try:
             limit = max(1, min(int(q.get("max", "1")), self.settings.max_batch))
-            wait = max(0.0, min(float(q.get("timeout", "20")), self.settings.max_wait))
+            timeout = float(q.get("timeout", "20"))
+            if not math.isfinite(timeout):
+                raise ValueError(timeout)
+            wait = max(0.0, min(timeout, self.settings.max_wait))
         except ValueError:
-            raise web.HTTPBadRequest(text="max must be an integer and timeout a number\n") \
-                from None
+            raise _bad_request("max must be an integer and timeout a finite number") from None
         topics = [t.strip() for t in q.get("topics", "").split(",") if t.strip()]
         for t in topics:
             problem = validate_pattern(t)
             if problem:
-                raise web.HTTPBadRequest(text=f"topics: {problem}\n")
+                raise _bad_request(f"topics: {problem}")
         raw = q.get("cursor")
         if raw is None:
             after = ring.oldest - 1
@@ -238,8 +250,8 @@ class LongPollEndpoint(Endpoint):
             try:
                 after = int(raw)
             except ValueError:
-                raise web.HTTPBadRequest(text="cursor must be an integer, 'latest', or absent "
-                                              "(= oldest buffered)\n") from None
+                raise _bad_request("cursor must be an integer, 'latest', or absent "
+                                   "(= oldest buffered)") from None
             epoch = q.get("epoch")
             if (epoch and epoch != self.epoch) or after > ring.newest or after < 0:
                 after, reset = ring.oldest - 1, True

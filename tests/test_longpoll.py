@@ -102,6 +102,15 @@ def test_single_answers_put_type_and_metadata_in_headers(upstream: Pipeline) -> 
     conn.request("GET", "/poll?cursor=abc")
     r = conn.getresponse()
     assert r.status == 400 and b"cursor must be" in r.read()
+    # hostile numbers: NaN/inf timeouts, a 5,000-digit max: one-line JSON errors, no 500
+    for query in ("timeout=nan", "timeout=inf", "timeout=-nan", "max=" + "9" * 5000,
+                  "topics=%00bad"):
+        conn.request("GET", f"/poll?{query}")
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 400, (query, body)
+        assert r.getheader("Content-Type").startswith("application/json")
+        assert set(json.loads(body)) == {"error"} and body.count(b"\n") == 1
     conn.close()
 
 
