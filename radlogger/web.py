@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from radlogger.errors import ConfigurationError
 
-from .webguard import ConnectionCap, install_log_limits
+from .webguard import ConnectionCap, body_budget, install_log_limits
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -117,7 +117,8 @@ class WebServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  name: str = "web", public: Iterable[str] = ("/health",),
                  shutdown_timeout: float = 1.0, allow_unauthenticated: bool = False,
-                 max_connections: int = 256) -> None:
+                 max_connections: int = 256, max_body: int = 1 << 20,
+                 max_body_total: int = 64 << 20) -> None:
         if not token and not is_loopback(host) and not allow_unauthenticated:
             raise WebError(f"{name}: refusing to listen on {host} without a token: anyone who "
                            "can reach it could use it; set a token (or token_file, generated "
@@ -130,7 +131,9 @@ class WebServer:
         from aiohttp import web
 
         middlewares = [bearer_middleware(token, public)] if token else []
-        self.app = web.Application(middlewares=middlewares)
+        # after authentication: an unauthenticated peer reserves nothing
+        middlewares.append(body_budget(max_body_total, max_body))
+        self.app = web.Application(middlewares=middlewares, client_max_size=max_body)
         self.app.router.add_get("/health", self._health)
         self.shutdown_timeout = shutdown_timeout
         self.max_connections = max_connections

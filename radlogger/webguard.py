@@ -5,6 +5,10 @@
   then the accept loop fails in a tight loop.  :class:`ConnectionCap` wraps the server's
   protocol factory: past ``limit`` open connections a new one is closed at once and counted,
   with one rate-limited log line.
+* **Bodies.** aiohttp bounds each request body (``client_max_size``) but not their sum: many
+  concurrent large uploads could hold memory without bound.  :func:`body_budget` reserves each
+  request's declared length (or the per-request maximum when it does not say) from one budget
+  per server while the handler runs; past it the request is answered 503 at once.
 * **Log floods.** aiohttp logs every malformed request as ERROR with a traceback, before any
   authentication; asyncio logs accept errors each time.  :class:`RateLimitFilter` lets one
   record through per interval (without its traceback) and counts the rest.
@@ -18,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ConnectionCap", "RateLimitFilter", "install_log_limits"]
+__all__ = ["ConnectionCap", "RateLimitFilter", "install_log_limits", "body_budget"]
 
 log = logging.getLogger("radlogger.web")
 
@@ -101,3 +105,32 @@ def install_log_limits(interval: float = 10.0) -> None:
         if name not in _INSTALLED:
             _INSTALLED[name] = RateLimitFilter(interval)
             logging.getLogger(name).addFilter(_INSTALLED[name])
+
+
+def body_budget(total: int, per_request: int) -> Any:
+    """aiohttp middleware: requests with a body share ``total`` bytes of reservations."""
+    from aiohttp import web
+
+    state = {"reserved": 0, "refused": 0}
+
+    @web.middleware
+    async def budget(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD", "OPTIONS") and not request.can_read_body:
+            response: web.StreamResponse = await handler(request)
+            return response
+        need = request.content_length if request.content_length is not None else per_request
+        need = min(need, per_request)
+        if state["reserved"] + need > total:
+            state["refused"] += 1
+            raise web.HTTPServiceUnavailable(
+                text='{"error": "server busy with other uploads; retry later"}\n',
+                content_type="application/json", headers={"Retry-After": "1"})
+        state["reserved"] += need
+        try:
+            response = await handler(request)
+            return response
+        finally:
+            state["reserved"] -= need
+
+    budget.state = state  # type: ignore[attr-defined]
+    return budget

@@ -68,3 +68,48 @@ def test_malformed_requests_are_logged_at_most_once_per_interval(
         assert all(r.exc_info is None and r.levelno <= logging.WARNING for r in aiohttp_records)
     finally:
         server.stop()
+
+
+def test_concurrent_bodies_share_one_budget() -> None:
+    """Requests with bodies reserve their length from one budget while their handler runs;
+    past it the server answers 503 at once instead of holding more memory."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    release = threading.Event()
+    server = WebServer("127.0.0.1", 0, None, name="bodies", max_body=1 << 20,
+                       max_body_total=3 << 20)
+
+    async def upload(request: web.Request) -> web.Response:
+        data = await request.read()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return web.json_response({"n": len(data)})
+
+    server.app.router.add_post("/up", upload)
+    server.start()
+    results: list[int] = []
+
+    def post() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/up", body=b"x" * (1 << 20))
+        results.append(conn.getresponse().status)
+        conn.close()
+
+    threads = [threading.Thread(target=post) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        budget = next(m for m in server.app.middlewares if hasattr(m, "state"))
+        wait_for(lambda: budget.state["reserved"] == 3 << 20, message="three uploads held")
+        post()  # the fourth megabyte does not fit while three are held
+        assert results == [503]
+        release.set()
+        for t in threads:
+            t.join(30)
+        assert sorted(results) == [200, 200, 200, 503]
+    finally:
+        release.set()
+        server.stop()
