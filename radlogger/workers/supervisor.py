@@ -229,9 +229,11 @@ class WorkerProcess:
         if proc is not None and proc.poll() is None:
             proc.kill()
 
-    def send_batch(self, batch: Iterable[Measurement]) -> Counter[str]:
-        """Send each measurement; returns the reasons of those not handed over (counted)."""
-        return self.feeder.send_batch(batch)
+    def send_batch(self, batch: Iterable[Measurement],
+                   keep_trying: Callable[[], bool] | None = None) -> Counter[str]:
+        """Send each measurement; returns the reasons of those not handed over (counted).
+        With ``keep_trying`` a full queue is waited out while it says so (:mod:`.feeder`)."""
+        return self.feeder.send_batch(batch, keep_trying)
 
     def control(self, name: str | int, arg: int = 0) -> bool:
         """Send a control event (``flush``, ``reset``, ``mark`` or a code >= 100)."""
@@ -393,5 +395,6 @@ class WorkerProcess:
             "return_errors": self.return_errors, "shm_sent": self.feeder.shm_sent,
             "control_sent": self.feeder.control_sent,
             "control_failed": self.feeder.control_failed, "control_acks": self.control_acks,
+            "full_waits": self.feeder.full_waits, "waited_s": round(self.feeder.waited_s, 3),
             "child": dict(self.child_stats), "last_error": self.last_error,
         }
