@@ -54,7 +54,7 @@ class Feeder:
         self.undelivered: Counter[str] = Counter()
         self.control_sent = 0
         self.control_failed = 0
-        #: waits for room in the child's queue (``keep_trying``), and their total seconds
+        #: waits for room in the child's full queue, and their total seconds
         self.full_waits = 0
         self.waited_s = 0.0
         self._out: socket.socket | None = None
@@ -113,7 +113,10 @@ class Feeder:
                 if attempt or not self.send_wait or self._congested:
                     self._congested = True
                     return "would_block"
+                t0 = time.monotonic()
                 _, writable, _ = select.select([], [out], [], self.send_wait)
+                self.full_waits += 1
+                self.waited_s += time.monotonic() - t0
                 if not writable:
                     self._congested = True
                     return "would_block"
@@ -146,9 +149,14 @@ class Feeder:
         send = self.send
         for m in batch:
             reason = send(m)
-            while reason == "would_block" and keep_trying is not None and keep_trying():
-                self.wait_for_room(0.05)
-                reason = send(m)
+            if reason == "would_block" and keep_trying is not None:
+                while keep_trying():
+                    self.wait_for_room(0.05)
+                    reason = send(m)
+                    if reason != "would_block":
+                        break
+                else:  # once more: the child may be gone (the true reason), or have room
+                    reason = send(m)
             if reason is not None:
                 failed[reason] += 1
         if failed:
