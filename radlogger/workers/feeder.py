@@ -3,9 +3,9 @@
 A non-blocking ``AF_UNIX``/``SOCK_DGRAM`` socket *connected* to the child's input socket (so a
 full child queue is ``EAGAIN`` and ``poll`` can wait for room, and a dead child is
 ``ECONNREFUSED``), replaced at every restart.  One measurement per datagram; one above
-``max_datagram`` goes into a shared-memory slot and a reference travels instead.  Nothing
-waits on a pipeline for long: at most ``send_wait`` once to ride out a burst, and not again
-until a send succeeds, so a hung child costs one wait, not one per measurement.  Every
+``max_datagram`` goes into a shared-memory slot and a reference travels instead.  Without
+``keep_trying`` nothing waits for long: at most ``send_wait`` once to ride out a burst, and not
+again until a send succeeds, so a hung child costs one wait, not one per measurement.  Every
 measurement not handed over is counted in ``undelivered`` by reason: ``peer_dead``,
 ``restarting`` (no child to send to), ``stopped``, ``would_block``, ``no_slot``,
 ``too_large``, ``encode_error``.

@@ -1,9 +1,9 @@
 """The parent's side of a worker process: spawn, feed, listen, supervise, restart.
 
 Used by every worker process (a pool's workers, an isolated chain).  The child is fed through
-its :class:`.channel.Channel` (never blocking the caller; what cannot be handed over is counted
-by reason); what it forwards is published through ``publish``, acknowledged control events go
-to ``on_ack`` (after the results they caused).
+its :class:`.channel.Channel` (a full queue is waited out only while the caller's
+``keep_trying`` says so; what cannot be handed over is counted by reason); what it forwards is
+published through ``publish``, acknowledged control events go to ``on_ack``.
 
 Supervision (one thread per worker process): the child is dead when its process exits
 (counted in ``crashes``) or hung when no heartbeat came for ``hang_timeout`` seconds (killed,
