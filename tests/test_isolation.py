@@ -185,7 +185,10 @@ def test_sigkill_is_detected_counted_restarted_and_counts_add_up(pipeline: Pipel
     assert snap["crashes"] == 1 and snap["restarts"] == 1 and snap["hangs"] == 0
     assert dev.lagsets == stats.received == pipeline.producers["widar"].published
     assert stats.received == stats.handled + stats.dropped
-    assert stats.dropped == sum(snap["undelivered"].values())
+    # what the killed process held is dropped (child_crashed), not handled
+    assert stats.dropped == sum(snap["undelivered"].values()) + snap["lost"]
+    assert stats.reasons().get("child_crashed", 0) == snap["lost"]
+    assert stats.handled == snap["confirmed"]
     assert stats.received == snap["sent"] + sum(snap["undelivered"].values())
     assert snap["sent"] == snap["confirmed"] + snap["lost"] and snap["in_flight"] == 0
     assert snap["returned"] == pipeline.producers["iso"].produced == len(spectra.items)

@@ -10,11 +10,17 @@
     forward = last
 
 This endpoint is the input stage's end of the boundary (``radlogger.workers``): it hands
-every lag set it receives to the pipeline process, never waiting on it, and publishes what
-the process forwards back (by default the last stage's output, e.g. ``widar.spectrum_int``)
-into this pipeline as if the stages ran here.  A crash or hang of the process is detected,
-counted and restarted; what could not be handed over meanwhile is counted as dropped with its
-reason (``peer_dead``, ``restarting``, ``would_block``, ``no_slot``, ...).
+every lag set it receives to the pipeline process and publishes what the process forwards
+back (by default the last stage's output, e.g. ``widar.spectrum_int``) into this pipeline as
+if the stages ran here.  The input stage itself never waits on the process: this endpoint's
+runner does.  When the process's queue is full (``net.unix.max_dgram_qlen`` datagrams) the
+runner keeps the batch and waits for room, so this endpoint's inbox fills and the inbox's
+policy applies as for any slow endpoint (``drop_newest``/``drop_oldest`` count
+``inbox_full``; with backpressure the broker waits).  Only at a stop deadline is what is left
+counted as ``would_block``.  A crash or hang of the process is detected, counted and
+restarted; what it had taken and not finished is dropped as ``child_crashed`` (moved out of
+``handled``), what could not be handed over meanwhile is dropped with its reason
+(``peer_dead``, ``restarting``, ``no_slot``, ...).
 
 Several ``isolated`` endpoints are several worker processes; each endpoint owns its own
 (``worker_processes()``), and control events sent with
@@ -23,6 +29,8 @@ Several ``isolated`` endpoints are several worker processes; each endpoint owns 
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from radlogger.measurement import Measurement
@@ -141,6 +149,9 @@ class IsolatedEndpoint(PublishingEndpoint):
         self.stage_specs = parse_stages(s.stages, s.stage_options)
         self.produces = chain_produces(self.stage_specs, s.forward)
         self.process: WorkerProcess | None = None
+        self._stop_at: float | None = None  # give up waiting for room by then (a stop)
+        self._lost_lock = threading.Lock()
+        self._lost_counted = 0  # of the process's ``lost``, moved from handled to dropped
 
     def open(self) -> None:
         s = self.settings
@@ -149,7 +160,8 @@ class IsolatedEndpoint(PublishingEndpoint):
             hang_timeout=s.hang_timeout, start_timeout=s.start_timeout,
             max_datagram=s.max_datagram, shm_slots=s.shm_slots,
             shm_slot_bytes=int(s.shm_slot_mb * (1 << 20)), send_wait=s.send_wait,
-            batch_max=s.child_batch)
+            batch_max=s.child_batch, on_death=self._died)
+        self._lost_counted = 0
         self.process.start()
 
     def _returned(self, m: Measurement) -> None:
@@ -161,11 +173,40 @@ class IsolatedEndpoint(PublishingEndpoint):
         proc = self.process
         if proc is None:
             raise RuntimeError(f"isolated endpoint {self.name} is not open")
-        failed = proc.send_batch(batch)
+        failed = proc.send_batch(batch, self._keep_trying)
         if failed:
             # Not endpoint errors (no error policy, no restart): dropped, with the reason.
             for reason, n in failed.items():
                 self.count_dropped(reason, n)
+
+    def _keep_trying(self) -> bool:
+        """Wait on for room in the process's queue: while it runs, until a stop's deadline."""
+        proc, at = self.process, self._stop_at
+        return proc is not None and proc.state == "running" and not self.inbox.abandoned \
+            and (at is None or time.monotonic() < at)
+
+    def deadline(self, at: float | None) -> None:
+        """A flush or stop must be done by ``at``: stop waiting for room a little before, so
+        what is left is counted (``would_block``) and the process has time to stop."""
+        self._stop_at = None if at is None else \
+            at - min(0.5, max(0.0, at - time.monotonic()) / 4)
+
+    def _died(self, why: str) -> None:
+        """Supervisor thread: the process died; what it had not confirmed is lost."""
+        self._settle_lost("child_crashed")
+
+    def _settle_lost(self, reason: str) -> None:
+        """Move what the process lost since the last call from handled to dropped: it was
+        counted handled when handed over, but it never came out."""
+        proc = self.process
+        if proc is None:
+            return
+        with self._lost_lock:
+            n, self._lost_counted = proc.lost - self._lost_counted, proc.lost
+        if n > 0:
+            with self.inbox.cond:  # the runner adds to handled under the same lock
+                self.stats.handled -= n
+                self.stats.drop(reason, n)
 
     @property
     def idle(self) -> bool:
@@ -191,9 +232,12 @@ class IsolatedEndpoint(PublishingEndpoint):
         return self.process.snapshot() if self.process is not None else {}
 
     def counters(self) -> dict[str, int | float]:
-        """The child process's accounting, flat: numbers as they are, counts by reason
+        """The child process's accounting, flat: numbers as they are (``restarts``,
+        ``crashes``, ``hangs``, ``lost``, ``would_block``, ...), counts by reason
         (``undelivered``, the child's ``child``) as ``name.reason``."""
-        out: dict[str, int | float] = {}
+        proc = self.process
+        out: dict[str, int | float] = {
+            "would_block": proc.undelivered["would_block"] if proc is not None else 0}
         for key, value in self.isolation_stats().items():
             if isinstance(value, dict):
                 out.update(by_reason(key, {k: v for k, v in value.items()
@@ -205,3 +249,4 @@ class IsolatedEndpoint(PublishingEndpoint):
     def close(self) -> None:
         if self.process is not None:
             self.process.stop(self.settings.stop_timeout)
+            self._settle_lost("shutdown")  # not confirmed by the end of stop_timeout

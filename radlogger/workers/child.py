@@ -10,8 +10,8 @@ or ``module:Class`` and imported here).  One thread does everything, in order:
   isolation and counters apply; see :mod:`.chain`);
 * forwards the chosen outputs back to the parent (binary datagrams, or shared memory);
 * sends heartbeats (text) carrying its counters, at least every ``heartbeat`` seconds and
-  whenever it has drained its input, so a hang is visible as silence and the parent knows
-  what was processed.
+  after every batch (before it takes the next), so a hang is visible as silence and the
+  parent knows exactly what was processed when the process dies.
 
 Because the same thread beats and works, a stage stuck in an endless loop stops the beats.
 A control event splits the batches: what came before it is processed first, and its
@@ -86,19 +86,19 @@ class ChildWorker:
         self.ret: socket.socket | None = None
         self._last_hb = 0.0
         self._fwd_mark = 0
-        self._worked = False
 
     # ---------------------------------------------------------------- upstream text
-    def say(self, kind: str, text: str = "") -> None:
+    def say(self, kind: str, text: str = "", must: bool = False) -> None:
         """Send one text message; a full socket drops logs and heartbeats (counted), but never
-        what the parent waits for (acknowledgements, ready, error, bye): those wait for room."""
+        what the parent waits for (acknowledgements, ready, error, bye, ``must``): those wait
+        for room."""
         data = messages.format_message(kind, self.inc, text)
         while True:
             try:
                 self.up.send(data)
                 return
             except BlockingIOError:
-                if kind in ("log", "hb", "hello"):
+                if kind in ("log", "hb", "hello") and not must:
                     self.says_dropped += 1
                     return
                 select.select([], [self.up], [], 0.5)
@@ -230,12 +230,10 @@ class ChildWorker:
             wait = max(0.0, self._last_hb + self.heartbeat - time.monotonic())
             select.select([inp], [], [], wait)
             batch: list[Measurement] = []
-            drained = False
             for _ in range(self.batch_max):
                 try:
                     data = recv(size)
                 except BlockingIOError:
-                    drained = True
                     break
                 item = self._decode(data)
                 if isinstance(item, Measurement):
@@ -247,8 +245,7 @@ class ChildWorker:
                         return
             self._run(batch)
             now = time.monotonic()
-            if now - self._last_hb >= self.heartbeat or (
-                    drained and self._worked and now - self._last_hb >= 0.002):
+            if now - self._last_hb >= self.heartbeat:
                 self._beat(now)
 
     def _run(self, batch: list[Measurement]) -> None:
@@ -256,14 +253,16 @@ class ChildWorker:
             self.rx += len(batch)
             self.chain.run(batch)
             self.done += len(batch)
-            self._worked = True
+            # Report it before taking more (never dropped): if this process dies in the next
+            # batch, the parent knows exactly what was done (its results are already sent)
+            # and what was lost with it (``child_crashed``).
+            self._beat(time.monotonic(), must=True)
 
-    def _beat(self, now: float) -> None:
+    def _beat(self, now: float, must: bool = False) -> None:
         if os.getppid() != self.ppid:
             raise _ParentGone
         self._last_hb = now
-        self._worked = False
-        self.say("hb", self.counters())
+        self.say("hb", self.counters(), must)
 
     def finish(self) -> None:
         """Flush the stages in order (their output runs down the chain), close, say bye."""

@@ -3,12 +3,20 @@
 A non-blocking ``AF_UNIX``/``SOCK_DGRAM`` socket *connected* to the child's input socket (so a
 full child queue is ``EAGAIN`` and ``poll`` can wait for room, and a dead child is
 ``ECONNREFUSED``), replaced at every restart.  One measurement per datagram; one above
-``max_datagram`` goes into a shared-memory slot and a reference travels instead.  Nothing
-waits on a pipeline for long: at most ``send_wait`` once to ride out a burst, and not again
-until a send succeeds, so a hung child costs one wait, not one per measurement.  Every
+``max_datagram`` goes into a shared-memory slot and a reference travels instead.  Without
+``keep_trying`` nothing waits for long: at most ``send_wait`` once to ride out a burst, and not
+again until a send succeeds, so a hung child costs one wait, not one per measurement.  Every
 measurement not handed over is counted in ``undelivered`` by reason: ``peer_dead``,
 ``restarting`` (no child to send to), ``stopped``, ``would_block``, ``no_slot``,
 ``too_large``, ``encode_error``.
+
+A caller that may wait (an endpoint's runner: its inbox then fills and the inbox's own policy
+applies, e.g. the broker waits in block mode) passes ``keep_trying`` to :meth:`send_batch`: a
+full queue (``EAGAIN``) is then waited out -- the measurement is kept and sent again once
+``poll`` says there is room -- for as long as ``keep_trying()`` is true, and only what is left
+when it turns false is counted as ``would_block``.  The kernel's queue of a Unix datagram
+socket is ``net.unix.max_dgram_qlen`` datagrams long (512 on most Linux systems; a container
+may have less).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..measurement import Measurement
@@ -46,6 +54,9 @@ class Feeder:
         self.undelivered: Counter[str] = Counter()
         self.control_sent = 0
         self.control_failed = 0
+        #: waits for room in the child's full queue, and their total seconds
+        self.full_waits = 0
+        self.waited_s = 0.0
         self._out: socket.socket | None = None
         self._congested = False
 
@@ -102,7 +113,10 @@ class Feeder:
                 if attempt or not self.send_wait or self._congested:
                     self._congested = True
                     return "would_block"
+                t0 = time.monotonic()
                 _, writable, _ = select.select([], [out], [], self.send_wait)
+                self.full_waits += 1
+                self.waited_s += time.monotonic() - t0
                 if not writable:
                     self._congested = True
                     return "would_block"
@@ -114,12 +128,35 @@ class Feeder:
                 raise
         return "would_block"
 
-    def send_batch(self, batch: Iterable[Measurement]) -> Counter[str]:
-        """Send each; returns the reasons of those not handed over (also counted)."""
+    def wait_for_room(self, timeout: float) -> None:
+        """Wait up to ``timeout`` until the child's queue has room (or it is gone)."""
+        t0 = time.monotonic()
+        with self.lock:  # the owner's hand-over (detach, close) waits for this short poll
+            out = self._out
+            if out is not None:
+                try:
+                    select.select([], [out], [], timeout)
+                except (OSError, ValueError):
+                    pass  # closed meanwhile: the next send says why
+        self.full_waits += 1
+        self.waited_s += time.monotonic() - t0
+
+    def send_batch(self, batch: Iterable[Measurement],
+                   keep_trying: Callable[[], bool] | None = None) -> Counter[str]:
+        """Send each; returns the reasons of those not handed over (also counted).  With
+        ``keep_trying``, a full queue is waited out while it returns True (nothing dropped)."""
         failed: Counter[str] = Counter()
         send = self.send
         for m in batch:
             reason = send(m)
+            if reason == "would_block" and keep_trying is not None:
+                while keep_trying():
+                    self.wait_for_room(0.05)
+                    reason = send(m)
+                    if reason != "would_block":
+                        break
+                else:  # once more: the child may be gone (the true reason), or have room
+                    reason = send(m)
             if reason is not None:
                 failed[reason] += 1
         if failed:

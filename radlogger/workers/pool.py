@@ -16,7 +16,9 @@ heartbeats, restart with backoff); a work item is its measurements followed by t
 event ``item SEQ``, whose acknowledgement comes after the item's results.  Crash isolation: an
 exception escaping ``handle_batch`` fails that work item only (counted, ``worker_crashed``) and
 the stage is re-created; a worker process that dies (segfault, ``os._exit``, OOM kill) or hangs
-fails the items it held and is started again with backoff.  Siblings keep working.
+fails the items it held -- dropped, ``child_crashed``, never handled: their results that came
+back before the death are discarded with them -- and is started again with backoff.  Siblings
+keep working.  A worker whose queue is full is waited for (the pool's inbox fills meanwhile).
 
 Pooled endpoints must be stateless per measurement (FFT, calibration): each worker has its own
 instance, so state accumulated across measurements (integration) would be split N ways.
@@ -43,7 +45,8 @@ __all__ = ["EndpointPool", "ThreadWorker", "ProcessWorker"]
 
 log = logging.getLogger(__name__)
 
-_Result = tuple[list[Measurement], int, str | None, str | None]  # outputs, failed, error, crash
+#: outputs, failed, error, crash text, drop reason of the failed ones
+_Result = tuple[list[Measurement], int, str | None, str | None, str]
 
 
 class EndpointPool(PublishingEndpoint):
@@ -95,6 +98,7 @@ class EndpointPool(PublishingEndpoint):
         self._restarts = 0  # stages re-created, threads revived, processes of closed workers
         self.chunks = 0
         self._last_crash_log = 0.0
+        self._closed: dict[str, int] = {}  # hangs, lost, would_block of closed workers
 
     @property
     def restarts(self) -> int:
@@ -130,6 +134,9 @@ class EndpointPool(PublishingEndpoint):
             except Exception:  # noqa: BLE001 - stop the others anyway
                 log.exception("pool %s: stopping worker %d failed", self.name, w.index)
             self._restarts += w.restarts
+            if isinstance(w, ProcessWorker):
+                for key, value in _process_counts(w.process).items():
+                    self._closed[key] = self._closed.get(key, 0) + value
         self.workers = []
 
     def flush(self) -> None:
@@ -142,8 +149,12 @@ class EndpointPool(PublishingEndpoint):
         """From worker threads: a finished work item, or (seq -1) a worker that died."""
         with self._cv:
             if seq == -1:
+                # a dead process drops what it held as child_crashed; a worker thread whose
+                # stage could not be re-created (no process died), as worker_crashed
+                reason = "child_crashed" if isinstance(worker, ProcessWorker) \
+                    else "worker_crashed"
                 for s, n in worker.outstanding.items():
-                    self._done[s] = ([], n, None, crashed)
+                    self._done[s] = ([], n, None, crashed, reason)
                 worker.outstanding.clear()
                 self.crashes += 1
                 worker.crashes += 1
@@ -156,7 +167,8 @@ class EndpointPool(PublishingEndpoint):
                 n = worker.outstanding.pop(seq, None)
                 if n is None:
                     return  # already failed when the worker died
-                self._done[seq] = (outputs, failed, error, crashed)
+                self._done[seq] = (outputs, failed, error, crashed,
+                                   "worker_crashed" if crashed else "endpoint_failed")
                 worker.chunks += 1
                 self._restarts += recreated
                 if recreated:  # the stage raised and was re-created: a crash of the worker
@@ -231,7 +243,8 @@ class EndpointPool(PublishingEndpoint):
                 self._revive()
                 if sent < total and self._hopeless():
                     for seq in range(sent, total):
-                        results[seq] = ([], len(chunks[seq]), None, "no worker could be started")
+                        results[seq] = ([], len(chunks[seq]), None,
+                                        "no worker could be started", "worker_crashed")
                     sent = total
             while sent < total:
                 with self._cv:
@@ -256,9 +269,9 @@ class EndpointPool(PublishingEndpoint):
         self.chunks += total
 
     def _finish(self, result: _Result) -> None:
-        outputs, failed, error, crashed = result
+        outputs, failed, error, crashed, reason = result
         if failed:
-            self.count_dropped("worker_crashed" if crashed else "endpoint_failed", failed)
+            self.count_dropped(reason, failed)
             self.stats.errors += 1
             now = time.monotonic()
             if now - self._last_crash_log >= 1.0:
@@ -269,9 +282,17 @@ class EndpointPool(PublishingEndpoint):
             self.publish(m)
 
     def counters(self) -> dict[str, int | float]:
-        """The pool's own counters, and each worker's as ``worker<i>.<name>``."""
+        """The pool's own counters, and each worker's as ``worker<i>.<name>``.  ``hangs``,
+        ``lost`` (sent to a process that died before confirming them) and ``would_block``
+        (not handed to a process whose queue stayed full) add up the worker processes'."""
+        totals = dict(self._closed)
+        for p in self.worker_processes():
+            for key, value in _process_counts(p).items():
+                totals[key] = totals.get(key, 0) + value
         out: dict[str, int | float] = {
             **super().counters(), "crashes": self.crashes, "restarts": self.restarts,
+            "hangs": totals.get("hangs", 0), "lost": totals.get("lost", 0),
+            "would_block": totals.get("would_block", 0),
             "chunks": self.chunks, "workers_alive": sum(bool(w.alive) for w in self.workers)}
         for w in self.workers:
             out.update({f"worker{w.index}.pid": w.pid or 0,
@@ -279,3 +300,7 @@ class EndpointPool(PublishingEndpoint):
                         f"worker{w.index}.chunks": w.chunks,
                         f"worker{w.index}.crashes": w.crashes})
         return out
+
+
+def _process_counts(p: WorkerProcess) -> dict[str, int]:
+    return {"hangs": p.hangs, "lost": p.lost, "would_block": p.undelivered["would_block"]}

@@ -171,7 +171,9 @@ class ProcessWorker:
                                          and p.restart_at <= time.monotonic() + 0.25)
 
     def submit(self, seq: int, items: list[Measurement]) -> None:
-        unsent = self.process.send_batch(items)
+        # A full queue is waited out while this incarnation runs (a hang is killed by the
+        # supervisor, which ends the wait): the pool's inbox fills meanwhile, not the drops.
+        unsent = self.process.send_batch(items, lambda: self.alive)
         why = ", ".join(f"{n} {r}" for r, n in unsent.items())
         if unsent:  # before the item's end is sent: its acknowledgement may come at once
             self._unsent[seq] = (sum(unsent.values()), f"not handed to the worker: {why}")

@@ -1,9 +1,9 @@
 """The parent's side of a worker process: spawn, feed, listen, supervise, restart.
 
 Used by every worker process (a pool's workers, an isolated chain).  The child is fed through
-its :class:`.channel.Channel` (never blocking the caller; what cannot be handed over is counted
-by reason); what it forwards is published through ``publish``, acknowledged control events go
-to ``on_ack`` (after the results they caused).
+its :class:`.channel.Channel` (a full queue is waited out only while the caller's
+``keep_trying`` says so; what cannot be handed over is counted by reason); what it forwards is
+published through ``publish``, acknowledged control events go to ``on_ack``.
 
 Supervision (one thread per worker process): the child is dead when its process exits
 (counted in ``crashes``) or hung when no heartbeat came for ``hang_timeout`` seconds (killed,
@@ -229,9 +229,11 @@ class WorkerProcess:
         if proc is not None and proc.poll() is None:
             proc.kill()
 
-    def send_batch(self, batch: Iterable[Measurement]) -> Counter[str]:
-        """Send each measurement; returns the reasons of those not handed over (counted)."""
-        return self.feeder.send_batch(batch)
+    def send_batch(self, batch: Iterable[Measurement],
+                   keep_trying: Callable[[], bool] | None = None) -> Counter[str]:
+        """Send each measurement; returns the reasons of those not handed over (counted).
+        With ``keep_trying`` a full queue is waited out while it says so (:mod:`.feeder`)."""
+        return self.feeder.send_batch(batch, keep_trying)
 
     def control(self, name: str | int, arg: int = 0) -> bool:
         """Send a control event (``flush``, ``reset``, ``mark`` or a code >= 100)."""
@@ -393,5 +395,6 @@ class WorkerProcess:
             "return_errors": self.return_errors, "shm_sent": self.feeder.shm_sent,
             "control_sent": self.feeder.control_sent,
             "control_failed": self.feeder.control_failed, "control_acks": self.control_acks,
+            "full_waits": self.feeder.full_waits, "waited_s": round(self.feeder.waited_s, 3),
             "child": dict(self.child_stats), "last_error": self.last_error,
         }
