@@ -239,11 +239,13 @@ class Endpoint(Configurable):
 
     def count_lost(self, reason: str, n: int) -> None:
         """``n`` measurements counted as handled earlier were lost afterwards (a store that
-        buffered them until a flush that failed for good): move them from handled to dropped.
-        Call from the endpoint's own runner or stop path (``handled`` has a single writer)."""
+        buffered them until a flush that failed for good, a child process that died): move
+        them from handled to dropped.  Any thread: the runner adds to ``handled`` under the
+        same lock (never call it while holding ``inbox.cond``)."""
         if n > 0:
-            self.stats.handled -= n
-            self.stats.drop(reason, n)
+            with self.inbox.cond:
+                self.stats.handled -= n
+                self.stats.drop(reason, n)
 
     def item_failed(self, m: Measurement, exc: BaseException) -> None:
         """Count one measurement the endpoint could not handle (called from handle_batch)."""

@@ -203,10 +203,7 @@ class IsolatedEndpoint(PublishingEndpoint):
             return
         with self._lost_lock:
             n, self._lost_counted = proc.lost - self._lost_counted, proc.lost
-        if n > 0:
-            with self.inbox.cond:  # the runner adds to handled under the same lock
-                self.stats.handled -= n
-                self.stats.drop(reason, n)
+        self.count_lost(reason, n)
 
     @property
     def idle(self) -> bool:
