@@ -89,4 +89,5 @@ class RemoteDevice(Device):
         c = self.client
         return {"cursor": -1 if c.cursor is None else c.cursor,  # -1: nothing fetched yet
                 "received": c.received, "requests": c.requests,
-                "gaps": c.gaps, "remote_lost": self.remote_lost, "resets": c.resets}
+                "gaps": c.gaps, "remote_lost": self.remote_lost, "resets": c.resets,
+                "bad_answers": c.bad_answers}

@@ -36,6 +36,7 @@ from radlogger.errors import ConnectionFailure
 
 from . import longpoll as lp
 from .backoff import Backoff
+from .errorpolicy import LogGate
 from .measurement import Measurement
 from .wire import WireError, decode_frames, join
 
@@ -97,6 +98,8 @@ class LongPollClient:
         self.epoch: str | None = None
         self.received = 0
         self.requests = 0
+        self.bad_answers = 0  # answers that could not be decoded (skipped, counted lost)
+        self._bad_log = LogGate()
         self.gaps = 0  # times the server reported lost items
         self.lost = 0  # items reported lost in those gaps
         self.resets = 0
@@ -179,8 +182,16 @@ class LongPollClient:
                     result.items = decode_frames(body)
                 else:
                     result.items = [join(h.get(lp.META, ""), body)]
-            except WireError as exc:
-                raise RemoteError(f"{self.url}: garbage in the answer: {exc}") from None
+            except (WireError, ValueError, RecursionError, UnicodeDecodeError) as exc:
+                # counted and skipped: asking again would fetch the same poison forever
+                self.bad_answers += 1
+                skipped = cursor - self.cursor if self.cursor is not None and \
+                    cursor > self.cursor else 1
+                result.gap += skipped
+                if self._bad_log.allow():
+                    log.warning("%s: an answer could not be decoded (%s: %s); its %d "
+                                "measurement(s) skipped and counted as lost", self.url,
+                                type(exc).__name__, str(exc)[:200], skipped)
         self.epoch = h.get(lp.EPOCH) or self.epoch
         self.cursor = cursor
         self.received += len(result.items)
