@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
-    "BITSTREAM_SIZE", "CHUNK_SIZE", "MAX_DIGITS", "WATCHDOG_S", "COUNT_WINDOW_S", "FLASH_STEPS", "FIRMWARES",
+    "BITSTREAM_SIZE", "CHUNK_SIZE", "MAX_DIGITS", "WATCHDOG_S", "COUNT_WINDOW_S", "FLASH_STEPS",
+    "FIRMWARES",
     "USB_IDS", "Kind", "Event", "FlashTimes", "parse_line", "fitness", "format_flash_times",
     "LINE_CONNECTED", "LINE_RECONNECTED", "LINE_READY", "LINE_STARTED", "LINE_RECEIVING",
     "LINE_FLASHING", "LINE_SAMPLING", "LINE_IDLE", "LINE_DISCONNECTED",
