@@ -110,13 +110,10 @@ _FIXED = {
 }
 
 
-class _TooLong(ValueError):
-    """A number with more than MAX_DIGITS digits (internal: the line is garbage)."""
-
-
 def _int(digits: str) -> int:
+    """``int()`` of at most MAX_DIGITS digits; ValueError (the line is garbage) past that."""
     if len(digits.lstrip("-")) > MAX_DIGITS:
-        raise _TooLong(digits[:20])
+        raise ValueError(f"a number of {len(digits)} digits")
     return int(digits)
 
 
