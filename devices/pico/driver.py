@@ -382,8 +382,7 @@ class PicoDevice(SimulatorOwner, Outcomes, Device):
         # CONNECTED, RECEIVING, FLASHING, SAMPLING, EMPTY: progress only
 
     def _on_watchdog(self, received: int) -> None:
-        self._ready = False
-        self._settle = True
+        self._ready, self._settle = False, True
         if self._job is None:
             self._bad_line("stray_watchdog", f"Watchdog timeout, {received} bytes")
             return
@@ -391,6 +390,7 @@ class PicoDevice(SimulatorOwner, Outcomes, Device):
         self._info.setdefault("bytes_received", received)
         if self._phase != _RESYNC:
             self._resync("watchdog", f"the board received {received} of {BITSTREAM_SIZE} bytes")
+        self._deadline = time.monotonic() + self.result_timeout  # alive: wait for it again
 
     def counters(self) -> dict[str, int | float]:
         """Driver counters for status and the farm's device list."""
