@@ -219,7 +219,9 @@ def test_stop_during_an_evaluation_reports_it(tmp_path: Path, pipeline: Pipeline
         dev.queue.put([Job("cut", bitstream(1))])
         wait_for(lambda: board.bytes_received == BITSTREAM_SIZE)
         assert pipeline.stop(5.0)
-        assert [(m.value, m.meta["evaluation"]) for m in col.items] == [("stopped", "cut")]
+        assert [(m.value, m.meta["evaluation"]) for m in col.items] == [("shutdown", "cut")]
+        assert dev.failures == {"shutdown": 1}
+        assert pipeline.snapshot()["producers"]["pico0"]["errors"] == 0  # a stop is no error
 
 
 @pytest.mark.parametrize("kw, key", [

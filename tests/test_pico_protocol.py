@@ -7,9 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_pico_support import bitstream
 
-from radlogger.devices.pico.protocol import BITSTREAM_SIZE, FlashTimes, Kind, fitness, parse_line
+from radlogger.devices.pico.protocol import (
+    BITSTREAM_SIZE,
+    MAX_DIGITS,
+    FlashTimes,
+    Kind,
+    fitness,
+    format_flash_times,
+    parse_line,
+)
 from radlogger.devices.pico.sources import BitstreamQueue, FileSource, Job
 
 
@@ -111,3 +121,44 @@ def test_file_source_reports_a_bad_file_once_and_never_spins(tmp_path: Path) -> 
     (tmp_path / "a_bad.bin").write_bytes(bitstream(2))  # fixed: handed out again
     job = forever.get(0)
     assert job is not None and job.data == bitstream(2)
+
+
+# ---------------------------------------------------------------- parse_line never raises
+#: templates of every numbered line, so generated numbers land where the parser converts them
+_NUMBERED = ["pulses: {}", ", pulses: {}", "Received bitstream in {} us :)",
+             "Watchdog timeout, {} bytes received of 104090", "samples: {},{}",
+             "FPGA Flash times (us): init {}, start 1, open 2, write 3, close 4, pulses: {}"]
+_digits = st.text(alphabet="0123456789", min_size=1, max_size=6000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_parse_line_never_raises_on_any_text(line: str) -> None:
+    ev = parse_line(line)
+    assert isinstance(ev.kind, Kind)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_NUMBERED), _digits, _digits)
+def test_parse_line_never_raises_on_numbers_of_any_length(template: str, a: str, b: str) -> None:
+    line = template.format(a, b)
+    ev = parse_line(line)  # past 4,300 digits int() would raise ValueError
+    assert isinstance(ev.kind, Kind)
+    if ev.kind is Kind.PULSES:
+        assert ev.value == int(a) and len(a) <= MAX_DIGITS
+    if template.startswith(("pulses", ", pulses")) and len(a) > MAX_DIGITS:
+        assert ev == (Kind.GARBAGE, line.strip())  # counted as a bad line, like any garbage
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=10**MAX_DIGITS - 1),
+       st.lists(st.integers(-1, 10**9), min_size=5, max_size=5))
+def test_every_count_that_fits_is_read_back(pulses: int, times: list[int]) -> None:
+    assert parse_line(f", pulses: {pulses}") == (Kind.PULSES, pulses)
+    ev = parse_line(f"{format_flash_times(times)}, pulses: {pulses}")
+    assert ev.kind is Kind.FLASH_TIMES and ev.value == FlashTimes(tuple(times), pulses)
+
+
+def test_a_4301_digit_count_is_garbage_not_an_exception() -> None:
+    line = "pulses: " + "7" * 4301
+    assert parse_line(line) == (Kind.GARBAGE, line)

@@ -7,21 +7,25 @@ chunks, follow ``Received ... / Flashing FPGA / FPGA Flash times ... / pulses: N
 ``<name>.failure`` (value: the reason; meta ``ok = False``) and counted in ``failures``, so a
 store of the three topics accounts for every bitstream taken from the source.  The reasons
 (``wrong_size``, ``watchdog``, ``flash_failed``, ``no_result``, ``timeout``, ``upload_timeout``,
-``disconnected``, ``stopped``) and what follows each are tabled in README.md.
+``disconnected``, ``shutdown``) and what follows each are tabled in README.md.
 
-``simulate = yes`` starts one simulated board (``simboard.py``: a real pty pair, the exact line
-protocol, this device's firmware, watchdog and count window) at the first connect and opens
-its pty like a ``/dev/ttyACM*``; without ``bitstreams`` or ``farm`` it evaluates
-``sim_bitstreams`` generated test bitstreams.  The board stops with the device.
+After a watchdog or an upload the board stopped taking (``write_timeout``), the driver
+resynchronises before the next upload: the evaluation stays attached while the board's lines
+about it arrive (its watchdog, a transfer started by bytes still queued from it and that
+transfer's watchdog), and it is published once the board is ready and quiet for ``_SETTLE_S``.
+So each bitstream ends in exactly one result or failure, and no line is charged to another.
 
-Unmatched lines count in ``bad_lines``.  ``poll`` blocks at most ``read_timeout`` (0.1 s),
-except in a write the board does not drain, which ``interrupt`` cancels.
+``simulate = yes`` runs one simulated board (``simboard.py``: a pty pair, the exact protocol)
+from the first connect until the device stops.  Unmatched lines count in ``bad_lines``.
+``poll`` blocks at most ``read_timeout`` (0.1 s) or one ``write_timeout``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import threading
 import time
 import zlib
 from typing import Any
@@ -37,14 +41,19 @@ from radlogger.registries import Registries
 from . import usb as pico_usb
 from .farm.registry import BOARDS
 from .options import PICO_OPTIONS, check_settings
+from .outcome import SHUTDOWN, Outcomes
 from .protocol import BITSTREAM_SIZE, CHUNK_SIZE, Event, Kind, fitness, parse_line
-from .sources import BitstreamQueue, Job, Result, Source, source_for
+from .sources import BitstreamQueue, Job, Source, source_for
 
 __all__ = ["PicoDevice"]
 
 log = logging.getLogger(__name__)
 
-_IDLE, _UPLOADING, _RUNNING = "idle", "uploading", "running"
+_IDLE, _UPLOADING, _RUNNING, _RESYNC = "idle", "uploading", "running", "resync"
+#: after a watchdog or an aborted upload the board is trusted to be ready only once its
+#: ``Waiting for bitstream transfer`` was followed by this much silence: bytes still queued
+#: from the aborted upload would start a transfer (``Bitstream transfer started``) at once
+_SETTLE_S = 0.25
 #: most time one poll spends writing before it reads the board's lines again
 _UPLOAD_SLICE_S = 0.1
 _MAX_LINE = 65536
@@ -58,7 +67,7 @@ class _ResultTimeout(OperationError, TimeoutError):
     """No result line within the evaluation's time limit."""
 
 
-class PicoDevice(SimulatorOwner, Device):
+class PicoDevice(SimulatorOwner, Outcomes, Device):
     kind = "pico"
     summary = "pico2-ice board: uploads FPGA bitstreams, publishes pulse counts or variance fitness"
     quantities = ("pulses", "variance", "failure")
@@ -82,7 +91,7 @@ class PicoDevice(SimulatorOwner, Device):
         self.source: Source | None = source_for(s) if self.queue is None else self.queue
         self.sim: SimulatorHost[Any] | None = None
         if s.simulate:
-            from .simboard import sim_serial
+            from .answers import sim_serial
 
             self.board_serial: str = sim_serial(zlib.crc32(name.encode()))
             self.sim = SimulatorHost(self, self._start_board, lambda board: board.stop())
@@ -99,6 +108,9 @@ class PicoDevice(SimulatorOwner, Device):
         self.cycles = 0
         self.port_path = ""
         self._ser: Any = None
+        #: guards ``_ser`` between the driver thread (open, close) and ``interrupt`` /
+        #: ``_wake_reader`` from other threads: never cancel on a closed descriptor
+        self._ser_lock = threading.Lock()
         self._reset_connection()
 
     def _start_board(self) -> Any:
@@ -121,7 +133,6 @@ class PicoDevice(SimulatorOwner, Device):
         if self.settings.farm:
             registries.unregister(BOARDS, self.settings.farm, self.name, self)
 
-    # ---------------------------------------------------------------- discovery
     @classmethod
     def discover(cls) -> list[dict[str, Any]]:
         """Boards on USB, every firmware (``radloggerd ports``); needs libusb."""
@@ -130,12 +141,18 @@ class PicoDevice(SimulatorOwner, Device):
     @property
     def ready_for_work(self) -> bool:
         """Connected and idle at the board's ready line (the farm's board test)."""
-        return self._ser is not None and self._ready and self._job is None
+        return self._ser is not None and self._job is None and self._board_ready()
+
+    def _board_ready(self) -> bool:
+        return self._ready and time.monotonic() >= self._ready_after
 
     # ---------------------------------------------------------------- lifecycle
     def _reset_connection(self) -> None:
         self._buf = bytearray()
         self._ready = False
+        self._ready_after = 0.0  # the board is ready for an upload from then on
+        self._settle = False  # wait for silence after the next ready line
+        self._resync_reason = ""
         self._job: Job | None = None
         self._phase = _IDLE
         self._pos = 0
@@ -153,33 +170,44 @@ class PicoDevice(SimulatorOwner, Device):
         else:
             port = s.port
         self.port_path = port
-        self._ser = serial.serial_for_url(port, baudrate=s.baudrate, timeout=s.read_timeout,
-                                          write_timeout=s.write_timeout, exclusive=True)
+        ser = serial.serial_for_url(port, baudrate=s.baudrate, timeout=s.read_timeout,
+                                    write_timeout=s.write_timeout, exclusive=True)
+        with self._ser_lock:
+            self._ser = ser
         self._reset_connection()
         if not self.board_serial:
             self.board_serial = pico_usb.serial_of_port(port, s.sysfs_root)
 
     def close(self) -> None:
         if self._job is not None:
-            self._fail("stopped" if self.stopping else "disconnected", "port closed during the "
-                       "evaluation")
-        ser, self._ser = self._ser, None
-        if ser is not None:
-            ser.close()
+            if self.stopping:
+                self._fail(SHUTDOWN, "the daemon stopped during the evaluation")
+            else:
+                self._fail(self._resync_reason or "disconnected",
+                           "port closed during the evaluation")
+        with self._ser_lock:
+            ser, self._ser = self._ser, None
+            if ser is not None:
+                ser.close()
         if self.sim is not None and self.stopping:
             self.sim.release()  # the device thread ends, and with it its board
 
     def _wake_reader(self) -> None:
-        """Jobs arrived: end a blocking read early (pyserial's cancel_read; thread-safe)."""
-        cancel = getattr(self._ser, "cancel_read", None)
-        if cancel is not None:
-            cancel()
+        """Jobs arrived: end a blocking read early (pyserial's cancel_read)."""
+        self._cancel("cancel_read")
 
     def interrupt(self) -> None:
-        ser = self._ser
-        if ser is not None:
-            for cancel in ("cancel_read", "cancel_write"):
-                fn = getattr(ser, cancel, None)
+        self._cancel("cancel_read", "cancel_write")
+
+    def _cancel(self, *names: str) -> None:
+        """Cancel a blocking read/write from another thread; under the lock that ``close``
+        takes, so never on a port being closed (EBADF, or a reused descriptor)."""
+        with self._ser_lock:
+            ser = self._ser
+            if ser is None or not getattr(ser, "is_open", True):
+                return
+            for name in names:
+                fn = getattr(ser, name, None)
                 if fn is not None:
                     fn()
 
@@ -191,8 +219,8 @@ class PicoDevice(SimulatorOwner, Device):
             raise
         except Exception as exc:
             if self._job is not None and not self.stopping:
-                if isinstance(exc, serial.SerialTimeoutException):
-                    reason = "upload_timeout"
+                if self._resync_reason:
+                    reason = self._resync_reason
                 elif isinstance(exc, _ResultTimeout):
                     reason = "timeout"
                 else:
@@ -204,7 +232,7 @@ class PicoDevice(SimulatorOwner, Device):
         if self._phase == _UPLOADING:
             self._upload()
             self._read(block=False)
-        elif self._ready and self._job is None and self.source is not None:
+        elif self._job is None and self.source is not None and self._board_ready():
             try:
                 job = self.source.get(0)
             except OSError as exc:  # a source that cannot read: count, keep the board
@@ -233,6 +261,8 @@ class PicoDevice(SimulatorOwner, Device):
         self._job = job
         self._phase = _UPLOADING
         self._ready = False
+        self._settle = False
+        self._resync_reason = ""
         self._pos = 0
         self._info = {}
         self._t_up0 = time.monotonic()
@@ -245,11 +275,19 @@ class PicoDevice(SimulatorOwner, Device):
         write = self._ser.write
         pos = start = self._pos
         until = time.monotonic() + _UPLOAD_SLICE_S
-        while pos < BITSTREAM_SIZE and not self.stopping:  # cancel_write ends one write only
-            write(data[pos:pos + CHUNK_SIZE])
-            pos += CHUNK_SIZE
-            if time.monotonic() >= until:
-                break
+        try:
+            while pos < BITSTREAM_SIZE and not self.stopping:  # cancel_write ends one write
+                write(data[pos:pos + CHUNK_SIZE])
+                pos += CHUNK_SIZE
+                if time.monotonic() >= until:
+                    break
+        except serial.SerialTimeoutException:
+            self.uploaded_bytes += pos - start
+            self._resync("upload_timeout", f"the board took no byte for "
+                         f"{self.settings.write_timeout}s after about {pos} bytes")
+            with self._ser_lock, contextlib.suppress(OSError):
+                self._ser.reset_output_buffer()  # drop what a tty driver still holds
+            return
         pos = min(pos, BITSTREAM_SIZE)
         self._pos = pos
         self.uploaded_bytes += pos - start
@@ -279,8 +317,24 @@ class PicoDevice(SimulatorOwner, Device):
         for raw in lines:
             self._on_event(parse_line(raw.decode("ascii", "replace")))
 
+    def _resync(self, reason: str, detail: str) -> None:
+        """The transfer went wrong: keep the job until the board is ready and quiet."""
+        self._phase = _RESYNC
+        self._resync_reason = reason
+        self._info["detail"] = detail
+        self._ready = False
+        self._settle = True
+        self._deadline = time.monotonic() + self.result_timeout
+
     def _check_timeouts(self) -> None:
         now = time.monotonic()
+        if self._phase == _RESYNC and self._board_ready():
+            self._fail(self._resync_reason, self._info.get("detail", ""))
+            self._resync_reason = ""
+            self._settle = False
+        elif self._phase == _RESYNC and now > self._deadline:
+            raise _ResultTimeout(f"the board did not come back ready within "
+                                 f"{self.result_timeout:.1f}s after {self._resync_reason}")
         if self._phase == _RUNNING and now > self._deadline:
             raise _ResultTimeout(f"no result {self.result_timeout:.1f}s after the upload")
         if (self._phase == _IDLE and not self._ready
@@ -296,6 +350,14 @@ class PicoDevice(SimulatorOwner, Device):
             if self._job is not None and self._phase == _RUNNING:
                 self._fail("no_result", "the board was ready again without a result line")
             self._ready = True
+            self._ready_after = time.monotonic() + (_SETTLE_S if self._settle else 0.0)
+        elif kind is Kind.STARTED:
+            if self._job is None or "watchdogs" in self._info:
+                # bytes nobody is uploading now (queued from an aborted upload): the board is
+                # busy until their watchdog
+                self._ready = False
+                self._settle = True
+                self._info["leftover_transfers"] = self._info.get("leftover_transfers", 0) + 1
         elif kind is Kind.RECEIVED:
             self._info["upload_us"] = ev.value
         elif kind is Kind.FLASH_TIMES:
@@ -307,12 +369,7 @@ class PicoDevice(SimulatorOwner, Device):
         elif kind is Kind.SAMPLES:
             self._complete("variance", fitness(ev.value), "", n_samples=int(ev.value.size))
         elif kind is Kind.WATCHDOG:
-            self._ready = False
-            if self._job is not None:
-                self._fail("watchdog", f"the board received {ev.value} of {BITSTREAM_SIZE} "
-                           "bytes", bytes_received=ev.value)
-            else:
-                self._bad_line("stray_watchdog", f"Watchdog timeout, {ev.value} bytes")
+            self._on_watchdog(ev.value)
         elif kind is Kind.IDLE:
             if self._job is not None and self._phase == _RUNNING:
                 self._fail("no_result", "the board went IDLE without a result line")
@@ -322,75 +379,18 @@ class PicoDevice(SimulatorOwner, Device):
             raise _BoardGone("the board reported 'USB Disconnected :('")
         elif kind is Kind.GARBAGE:
             self._bad_line("garbage", ev.value)
-        # CONNECTED, STARTED, RECEIVING, FLASHING, SAMPLING, EMPTY: progress only
+        # CONNECTED, RECEIVING, FLASHING, SAMPLING, EMPTY: progress only
 
-    def _bad_line(self, why: str, text: Any) -> None:
-        self.bad_lines[why] += 1
-        self._count_error_quietly(f"{why} line: {text!r:.80}")
-
-    def _count_error_quietly(self, what: str) -> None:
-        self.count_errors()
-        self.last_error = what
-        log.debug("device %s: %s", self.name, what)
-
-    # ---------------------------------------------------------------- results
-    def _meta(self, job: Job) -> dict[str, Any]:
-        meta: dict[str, Any] = {"evaluation": job.eval_id, "serial": self.board_serial,
-                                "state": self.settings.firmware, "port": self.port_path}
-        if self._t_up1:
-            meta["upload_s"] = self._t_up1 - self._t_up0
-        if "upload_us" in self._info:
-            meta["upload_us"] = self._info["upload_us"]
-        flash = self._info.get("flash")
-        if flash is not None:
-            meta["flash_us"] = flash.as_dict()
-        meta.update(job.meta)
-        return meta
-
-    def _complete(self, quantity: str, value: float | int, unit: str, **extra: Any) -> None:
-        job = self._job
-        if job is None or self._phase != _RUNNING:
-            self._bad_line("unexpected_result", f"{quantity} {value}")
+    def _on_watchdog(self, received: int) -> None:
+        self._ready, self._settle = False, True
+        if self._job is None:
+            self._bad_line("stray_watchdog", f"Watchdog timeout, {received} bytes")
             return
-        flash = self._info.get("flash")
-        if flash is not None and flash.failed_steps:
-            self._fail("flash_failed", f"failed steps: {', '.join(flash.failed_steps)}",
-                       **{quantity: value})
-            return
-        meta = self._meta(job)
-        meta.update(extra)
-        meta["ok"] = True
-        self._info = {}
-        self._job = None
-        self._phase = _IDLE
-        self._t_up1 = 0.0
-        self.evaluations += 1
-        self.emit(quantity, value, unit=unit, meta=meta)
-        self._notify(job, Result(job.eval_id, True, value, "", meta))
-
-    def _fail(self, reason: str, detail: str = "", **extra: Any) -> None:
-        job = self._job
-        if job is None:
-            return
-        meta = self._meta(job)
-        meta.update(extra)
-        meta.update(ok=False, reason=reason, detail=detail)
-        self._info = {}
-        self._job = None
-        self._phase = _IDLE
-        self._t_up1 = 0.0
-        self.failures[reason] += 1
-        self._count_error_quietly(f"evaluation {job.eval_id} failed: {reason}: {detail}")
-        self.emit("failure", reason, meta=meta)
-        self._notify(job, Result(job.eval_id, False, None, reason, meta))
-
-    def _notify(self, job: Job, result: Result) -> None:
-        if job.done is None:
-            return
-        try:
-            job.done(result)
-        except Exception:  # noqa: BLE001 - a consumer's bug must not stop the board
-            log.exception("device %s: result callback for %s failed", self.name, job.eval_id)
+        self._info["watchdogs"] = self._info.get("watchdogs", 0) + 1
+        self._info.setdefault("bytes_received", received)
+        if self._phase != _RESYNC:
+            self._resync("watchdog", f"the board received {received} of {BITSTREAM_SIZE} bytes")
+        self._deadline = time.monotonic() + self.result_timeout  # alive: wait for it again
 
     def counters(self) -> dict[str, int | float]:
         """Driver counters for status and the farm's device list."""

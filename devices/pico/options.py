@@ -28,13 +28,15 @@ PICO_OPTIONS = (
            "state kind go to boards running it)", choices=FIRMWARES),
     Option("watchdog", float, 2.0, "the board's transfer watchdog in seconds", min=0.001),
     Option("count_window", float, 1.0, "the board's count window in seconds", min=0),
-    Option("result_timeout", float, 0.0, "seconds from the end of an upload to the result "
-           "before the port is re-opened (0 = watchdog + count_window + 5)", min=0),
+    Option("result_timeout", float, 0.0, "seconds from the end of an upload to the result, "
+           "or from a watchdog / upload timeout to the board being ready again, before the "
+           "port is re-opened (0 = watchdog + count_window + 5)", min=0),
     Option("ready_timeout", float, 5.0, "seconds of silence without 'Waiting for bitstream "
            "transfer' before the port is re-opened", min=0.01),
     Option("read_timeout", float, 0.1, "serial read timeout in seconds", min=0.001, max=0.2),
-    Option("write_timeout", float, 2.0, "seconds a chunk may wait for the board to take it",
-           min=0.01),
+    Option("write_timeout", float, 0.5, "seconds a chunk may wait for the board to take it; "
+           "well below watchdog, so a stalled upload is noticed before the board gives up and "
+           "the driver then waits for the board's watchdog line (upload_timeout)", min=0.01),
     Option("sysfs_root", str, "/sys", "sysfs mount (serial -> tty mapping)"),
     Option("dev_root", str, "/dev", "device directory holding the ttys"),
     Option("simulate", bool, False, "run one simulated board in-process on a fresh pty "

@@ -4,7 +4,8 @@ The host uploads exactly :data:`BITSTREAM_SIZE` raw bytes (no header, length or 
 the board answers with CR LF terminated ASCII lines.  This module turns each line into an
 :class:`Event`; the driver and the simulator both use these constants so the two sides cannot
 drift apart.  Parsing never raises: a line that matches nothing is an ``Event(Kind.GARBAGE)``
-that the caller counts.
+that the caller counts, and so is a line whose numbers are longer than :data:`MAX_DIGITS`
+(a count past int64 fits no store, and ``int()`` refuses more than 4,300 digits).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
-    "BITSTREAM_SIZE", "CHUNK_SIZE", "WATCHDOG_S", "COUNT_WINDOW_S", "FLASH_STEPS", "FIRMWARES",
+    "BITSTREAM_SIZE", "CHUNK_SIZE", "MAX_DIGITS", "WATCHDOG_S", "COUNT_WINDOW_S", "FLASH_STEPS",
+    "FIRMWARES",
     "USB_IDS", "Kind", "Event", "FlashTimes", "parse_line", "fitness", "format_flash_times",
     "LINE_CONNECTED", "LINE_RECONNECTED", "LINE_READY", "LINE_STARTED", "LINE_RECEIVING",
     "LINE_FLASHING", "LINE_SAMPLING", "LINE_IDLE", "LINE_DISCONNECTED",
@@ -30,6 +32,8 @@ CHUNK_SIZE = 512
 WATCHDOG_S = 2.0
 #: the board counts rising edges for this long
 COUNT_WINDOW_S = 1.0
+#: the longest number a line may carry (every value fits a signed 64-bit integer)
+MAX_DIGITS = 18
 #: order of the steps in the ``FPGA Flash times`` line
 FLASH_STEPS = ("init", "start", "open", "write", "close")
 
@@ -106,8 +110,22 @@ _FIXED = {
 }
 
 
+def _int(digits: str) -> int:
+    """``int()`` of at most MAX_DIGITS digits; ValueError (the line is garbage) past that."""
+    if len(digits.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"a number of {len(digits)} digits")
+    return int(digits)
+
+
 def parse_line(line: str) -> Event:
     """One line (without CR LF) -> an :class:`Event`; unknown text is ``Kind.GARBAGE``."""
+    try:
+        return _parse(line)
+    except ValueError:  # a number too long for a count (and int()'s 4,300-digit limit)
+        return Event(Kind.GARBAGE, line.strip())
+
+
+def _parse(line: str) -> Event:
     text = line.strip()
     if not text:
         return Event(Kind.EMPTY)
@@ -116,18 +134,18 @@ def parse_line(line: str) -> Event:
         return Event(kind)
     m = _RE_FLASH.search(text)
     if m:
-        times = tuple(int(g) for g in m.groups())
+        times = tuple(_int(g) for g in m.groups())
         p = _RE_PULSES.search(text, m.end())
-        return Event(Kind.FLASH_TIMES, FlashTimes(times, int(p.group(1)) if p else None))  # type: ignore[arg-type]
+        return Event(Kind.FLASH_TIMES, FlashTimes(times, _int(p.group(1)) if p else None))  # type: ignore[arg-type]
     m = _RE_PULSES.search(text)
     if m and text.lstrip(", ").startswith("pulses:") and m.end() == len(text):
-        return Event(Kind.PULSES, int(m.group(1)))
+        return Event(Kind.PULSES, _int(m.group(1)))
     m = _RE_RECEIVED.match(text)
     if m:
-        return Event(Kind.RECEIVED, int(m.group(1)))
+        return Event(Kind.RECEIVED, _int(m.group(1)))
     m = _RE_WATCHDOG.match(text)
     if m:
-        return Event(Kind.WATCHDOG, int(m.group(1)))
+        return Event(Kind.WATCHDOG, _int(m.group(1)))
     m = _RE_SAMPLES.match(text)
     if m:
         samples = _parse_samples(m.group(1))

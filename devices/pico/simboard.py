@@ -8,10 +8,12 @@ file descriptor; tests steer it through thread-safe requests (``disconnect``, ``
 The answers (pulse count, samples) are documented functions of the bitstream
 (:mod:`.answers`), so tests know them; they do not depend on the count window.
 
-Faults: ``stall_after(n)`` (the next transfer loses every byte after the n-th, so the board's
-watchdog fires), ``inject(line)``, ``corrupt_next_result(text)``, ``fail_flash(step)``,
-``disconnect()`` (the cable is pulled: the master closes, the stable link disappears) and
-``reconnect()`` (a new pty, the link points at it again, as udev's by-id links do).
+Faults: ``stall_after(n, hold, times)`` (the next ``times`` transfers lose every byte after
+the n-th, so the watchdog fires; ``hold``: the board stops reading the port instead, the host's
+writes block, and after the watchdog what is still queued starts a new transfer, as on a real
+board), ``inject(line)``, ``corrupt_next_result(text)``, ``fail_flash(step)``, ``disconnect()``
+(the master closes, the stable link disappears) and ``reconnect()`` (a new pty, the link
+points at it again, as udev's by-id links do).
 """
 
 from __future__ import annotations
@@ -27,17 +29,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from .answers import (
-    N_SAMPLES,
-    PULSE_BASE,
-    PULSE_SPREAD,
-    expected_fitness,
-    expected_pulses,
-    expected_samples,
-    pulses_for,
-    samples_for,
-    sim_serial,
-)
+from .answers import expected_pulses, pulses_for, samples_for, sim_serial
 from .protocol import (
     BITSTREAM_SIZE,
     COUNT_WINDOW_S,
@@ -56,8 +48,8 @@ from .protocol import (
     format_flash_times,
 )
 
-__all__ = ["SimulatedBoard", "expected_pulses", "expected_samples", "expected_fitness",
-           "sim_serial", "PULSE_BASE", "PULSE_SPREAD", "N_SAMPLES"]
+#: the answers live in :mod:`.answers` (:mod:`.simulator` re-exports them all)
+__all__ = ["SimulatedBoard", "expected_pulses", "sim_serial"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +85,10 @@ class SimulatedBoard:
         self.results: list[int | float] = []
         # faults, set from other threads, taken by the board thread
         self._stall_after: int | None = None
+        self._stall_hold = False
+        self._stall_times = 0
+        self._holding = False  # not reading the port (a held stall until the watchdog)
+        self._transfer_holds = False
         self._corrupt: str | None = None
         self._fail_step: str | None = None
         self._requests: collections.deque[tuple[str, Any, threading.Event]] = collections.deque()
@@ -153,9 +149,10 @@ class SimulatedBoard:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def stall_after(self, nbytes: int) -> None:
-        """The next transfer keeps only its first ``nbytes`` bytes (the rest are lost)."""
-        self._stall_after = nbytes
+    def stall_after(self, nbytes: int, hold: bool = False, times: int = 1) -> None:
+        """The next ``times`` transfers keep only their first ``nbytes`` bytes: the rest are
+        lost, or with ``hold`` left unread in the port until the watchdog fires."""
+        self._stall_hold, self._stall_times, self._stall_after = hold, times, nbytes
 
     def corrupt_next_result(self, text: str = "pulses: ###") -> None:
         """Print ``text`` instead of the next result line (pulses or samples)."""
@@ -241,6 +238,7 @@ class SimulatedBoard:
         self._host_open = False
         self._state = "boot"
         self._pending.clear()
+        self._holding = False
         self._greet_at = self._watchdog_at = self._result_at = None
 
     def _say(self, *lines: str) -> None:
@@ -268,7 +266,7 @@ class SimulatedBoard:
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
             master = self._master
-            if master is not None and self._host_open:
+            if master is not None and self._host_open and not self._holding:
                 # while no host holds the slave, POLLHUP would make poll() spin: the open is
                 # detected by _timers instead
                 poller.register(master, select.POLLIN)
@@ -324,6 +322,7 @@ class SimulatedBoard:
             self._process(now)
         if self._watchdog_at is not None and now >= self._watchdog_at:
             self._watchdog_at = None
+            self._holding = False
             self.watchdogs += 1
             self._say(f"Watchdog timeout, {self._received} bytes received of {self.size}",
                       LINE_READY)
@@ -337,7 +336,7 @@ class SimulatedBoard:
 
     def _process(self, now: float) -> None:
         """Consume pending host bytes as far as the board's state allows."""
-        while self._pending and self._state in ("ready", "receiving"):
+        while self._pending and self._state in ("ready", "receiving") and not self._holding:
             if self._state == "ready":
                 self._state = "receiving"
                 self.transfers += 1
@@ -345,10 +344,19 @@ class SimulatedBoard:
                 self._crc = 0
                 self._t_first = now
                 self._keep = self.size if self._stall_after is None else self._stall_after
-                self._stall_after = None
+                self._transfer_holds = self._stall_hold and self._stall_after is not None
+                if self._stall_after is not None:
+                    self._stall_times -= 1
+                    if self._stall_times <= 0:
+                        self._stall_after = None
                 self._watchdog_at = now + self.watchdog
                 self._say(LINE_STARTED, LINE_RECEIVING)
-            if self._keep < self.size:
+            if self._transfer_holds:
+                # held: take bytes up to the stall point, then stop reading the port
+                chunk = bytes(self._pending[:max(0, self._keep - self._received)])
+                del self._pending[:len(chunk)]
+                self._holding = self._received + len(chunk) >= self._keep
+            elif self._keep < self.size:
                 # bytes are being lost: everything sent during this transfer is swallowed
                 kept = max(0, min(len(self._pending), self._keep - self._received))
                 chunk = bytes(self._pending[:kept])
