@@ -9,15 +9,15 @@ store of the three topics accounts for every bitstream taken from the source.  T
 (``wrong_size``, ``watchdog``, ``flash_failed``, ``no_result``, ``timeout``, ``upload_timeout``,
 ``disconnected``, ``shutdown``) and what follows each are tabled in README.md.
 
-After a watchdog or an upload the board stopped taking (``write_timeout``), the driver
-resynchronises before the next upload: the evaluation stays attached while the board's lines
-about it arrive (its watchdog, a transfer started by bytes still queued from it and that
-transfer's watchdog), and it is published once the board is ready and quiet for ``_SETTLE_S``.
-So each bitstream ends in exactly one result or failure, and no line is charged to another.
+After a watchdog or a stalled upload (``write_timeout``) the driver resynchronises: the
+evaluation stays attached while the board's lines about it arrive (watchdogs, transfers of
+bytes still queued), and is published once the board is ready and quiet for ``_SETTLE_S``:
+each bitstream ends in one result or failure, and no line is charged to another.
 
-``simulate = yes`` runs one simulated board (``simboard.py``: a pty pair, the exact protocol)
-from the first connect until the device stops.  Unmatched lines count in ``bad_lines``.
-``poll`` blocks at most ``read_timeout`` (0.1 s) or one ``write_timeout``.
+``simulate = yes`` runs one simulated board (``simboard.py``, a pty pair) until the device
+stops.  Unmatched lines count in ``bad_lines`` (a watchdog before our first upload is the tail
+of a transfer cut before we connected: not an error).  ``poll`` blocks at most
+``read_timeout`` (0.1 s) or one ``write_timeout``.
 """
 
 from __future__ import annotations
@@ -108,9 +108,7 @@ class PicoDevice(SimulatorOwner, Outcomes, Device):
         self.cycles = 0
         self.port_path = ""
         self._ser: Any = None
-        #: guards ``_ser`` between the driver thread (open, close) and ``interrupt`` /
-        #: ``_wake_reader`` from other threads: never cancel on a closed descriptor
-        self._ser_lock = threading.Lock()
+        self._ser_lock = threading.Lock()  # _ser vs interrupt/_wake_reader: no EBADF
         self._reset_connection()
 
     def _start_board(self) -> Any:
@@ -124,8 +122,7 @@ class PicoDevice(SimulatorOwner, Outcomes, Device):
 
     # ---------------------------------------------------------------- pipeline lifecycle
     def attach(self, registries: Registries) -> None:
-        """Join the farm's boards in the running pipeline (never in ``__init__``: the loader
-        and a reload build drivers that never run)."""
+        """Join the farm's boards when running (never in ``__init__``: drafts never run)."""
         if self.settings.farm:
             registries.register(BOARDS, self.settings.farm, self.name, self)
 
@@ -153,6 +150,7 @@ class PicoDevice(SimulatorOwner, Outcomes, Device):
         self._ready_after = 0.0  # the board is ready for an upload from then on
         self._settle = False  # wait for silence after the next ready line
         self._resync_reason = ""
+        self._uploaded = False  # since this connection was opened
         self._job: Job | None = None
         self._phase = _IDLE
         self._pos = 0
@@ -258,7 +256,7 @@ class PicoDevice(SimulatorOwner, Outcomes, Device):
             self._fail("wrong_size", f"{len(job.data)} bytes; a pico2-ice bitstream has "
                        f"{BITSTREAM_SIZE}", size=len(job.data))
             return
-        self._job = job
+        self._job, self._uploaded = job, True
         self._phase = _UPLOADING
         self._ready = False
         self._settle = False
@@ -384,7 +382,8 @@ class PicoDevice(SimulatorOwner, Outcomes, Device):
     def _on_watchdog(self, received: int) -> None:
         self._ready, self._settle = False, True
         if self._job is None:
-            self._bad_line("stray_watchdog", f"Watchdog timeout, {received} bytes")
+            self._bad_line("stray_watchdog" if self._uploaded else "leftover_watchdog",
+                           f"Watchdog timeout, {received} bytes")
             return
         self._info["watchdogs"] = self._info.get("watchdogs", 0) + 1
         self._info.setdefault("bytes_received", received)

@@ -49,6 +49,9 @@ class Outcomes:
 
     def _bad_line(self, why: str, text: Any) -> None:
         self.bad_lines[why] += 1
+        if why.startswith("leftover"):  # from before this connection: counted, not an error
+            log.debug("device %s: %s line: %r", self.name, why, text)
+            return
         self._count_error_quietly(f"{why} line: {text!r:.80}")
 
     def _count_error_quietly(self, what: str) -> None:
