@@ -365,13 +365,15 @@
       let sel = document.getElementById("product-select");
       if (!sel) {
         sel = el("select", { id: "product-select" });
-        sel.addEventListener("change", () => { state.product = sel.value; drawProduct(); });
+        sel.addEventListener("change", () => {
+          state.product = sel.value; state.picked = true; drawProduct();
+        });
         box.appendChild(sel);
         box.appendChild(el("div", { id: "integration" }));
       }
       if (sel.options.length !== products.length) {
         sel.replaceChildren(...products.map((k) => el("option", { value: k }, k)));
-        if (!state.product || !products.includes(state.product)) {
+        if (!state.picked || !products.includes(state.product)) {
           state.product = products.find((k) => /_int /.test(k)) || products[0];
         }
         sel.value = state.product;
