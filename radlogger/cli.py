@@ -361,6 +361,15 @@ def simulate(name: str | None, args: tuple[str, ...]) -> None:
     command.main(args=list(args), prog_name=f"radloggerd simulate {name}")
 
 
+def _register() -> None:
+    from .watch import watch
+
+    cli.add_command(watch)
+
+
+_register()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``radloggerd``)."""
     debug = any("DEBUG" in a.upper() for a in (argv if argv is not None else sys.argv[1:]))
