@@ -122,7 +122,8 @@ def add_routes(app: Any, pipeline: Any, tracker: Any, tap: ViewerTap,
             for key in ("topics", "series", "recent", "arrays"):
                 view[key] = {t: v for t, v in view[key].items() if pattern_matches(pattern, t)}
         return web.Response(text=json.dumps({"t": time.time(), "status": status.to_dict(),
-                                             "view": view, "viewer": tap.name}, default=str),
+                                             "view": view, "viewer": tap.name,
+                                             "by_design": sorted(BY_DESIGN)}, default=str),
                             content_type="application/json")
 
     app.router.add_get("/", asset("index.html"))
