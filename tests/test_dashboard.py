@@ -17,17 +17,24 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import Collector, free_port, wait_for
 from radlogger.config import default_config_path, load_config
 from radlogger.daemon import Daemon
+from radlogger.dashboard import ViewerTap
+from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.losses import total_lost
+from radlogger.pipeline import Pipeline
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "s3cret-token"
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 
-sync_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="chromium missing: run etc/install-system-deps.sh")
+
+
+def _sync_api() -> Any:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium missing: run etc/install-system-deps.sh")
+    return pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, s
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
+    with _sync_api().sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
@@ -220,10 +227,36 @@ def test_viewer_drops_are_by_design(daemon: tuple[Daemon, str]) -> None:
     assert d.pipeline is not None
     viewer = d.pipeline.endpoints["viewer"]
     wait_for(lambda: viewer.stats.reasons().get("viewer_decimated", 0) > 0, 20, 0.05)
-    from radlogger.losses import total_lost
-
     assert set(viewer.stats.reasons()) == {"viewer_decimated"}
     assert total_lost(d.pipeline.snapshot()) == 0
     assert viewer.stats.balanced(viewer.pending) or viewer.pending
 
 
+
+
+def test_the_tap_never_makes_a_finite_source_lossy(pipeline: Pipeline) -> None:
+    """A counted run as fast as possible, a tiny tap inbox: the store gets every measurement,
+    the tap keeps the latest, and what it skipped is counted by design, not as a loss."""
+    n = 50_000
+    pipeline.add_device(SyntheticDevice("syn", rate=0, count=n, chunk=500))
+    col = pipeline.add_endpoint(Collector(), ["syn"])
+    tap = pipeline.add_endpoint(ViewerTap(inbox_size=4, per_topic_hz=1000))
+    pipeline.start()
+    wait_for(lambda: pipeline.devices["syn"].state.value == "finished", 60, 0.01)
+    assert pipeline.stop(10)
+    assert len(col.items) == n
+    assert pipeline.balanced()
+    assert tap.stats.received == n
+    assert set(tap.stats.reasons()) <= {"viewer_decimated"}
+    assert tap.stats.handled + tap.stats.dropped == n
+    assert total_lost(pipeline.snapshot()) == 0
+    view = tap.view()
+    assert view["topics"]["syn.value"]["count"] == n
+    assert len(view["series"]["syn.value"]) >= 1
+
+
+def test_the_tap_creates_no_demand(pipeline: Pipeline) -> None:
+    """A lazy processing endpoint with only the viewer downstream stays idle."""
+    tap = pipeline.add_endpoint(ViewerTap())
+    assert not tap.wants("wsa1.spectrum")
+    assert not pipeline.broker.has_demand("wsa1.spectrum")
