@@ -362,9 +362,9 @@ def simulate(name: str | None, args: tuple[str, ...]) -> None:
 
 
 def _register() -> None:
-    from .watch import watch
+    from .watch import make_command
 
-    cli.add_command(watch)
+    cli.add_command(make_command(_control_of, fail))
 
 
 _register()

@@ -17,13 +17,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-__all__ = ["watch", "render", "fetch_live"]
+__all__ = ["make_command", "render", "fetch_live"]
 
 _WARN_STATES = ("connecting", "backoff", "restarting", "stopping")
 _BAD_STATES = ("reconnecting", "error", "failed")
@@ -152,78 +152,83 @@ def _quit_pressed(stdin: Any, wait: float) -> bool:
     return bool(ready) and stdin.read(1) in ("q", "Q")
 
 
-@click.command()
-@click.argument("pattern", required=False, default="")
-@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), default=None,
-              envvar="RADLOGGER_CONFIG", help="The running daemon's configuration (its "
-              "control_host, control_port and control_token are used).")
-@click.option("--url", default=None, help="Control API address, e.g. http://127.0.0.1:8765.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="The daemon's control_port (on --host); no configuration needed.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="With --port.")
-@click.option("--token", default=None, envvar="RADLOGGER_CONTROL_TOKEN",
-              help="Bearer token of the control API.")
-@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
-              help="Seconds between refreshes.")
-@click.option("--once", is_flag=True, help="Print one frame and exit.")
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
-def watch(pattern: str, path: str | None, url: str | None, port: int | None, host: str,
-          token: str | None, interval: float, once: bool, timeout: float) -> None:
-    """Watch a running daemon live: components with state, rates and drops, and the latest
-    values of the topics matching PATTERN (default: all).  q or Ctrl-C quits."""
-    from .cli import _control_of, fail
+def make_command(control_of: Callable[[str], tuple[str, int, str]],
+                 fail: Callable[..., NoReturn]) -> click.Command:
+    """The ``watch`` command; the CLI passes in how it reads a configuration's control
+    address and how it fails (so this module never imports the CLI back)."""
 
-    try:
-        from rich.console import Console
-        from rich.live import Live
-    except ImportError:
-        fail("watch needs rich: pip install 'radloggerd[watch]'", 1)
-    if url is None and port is not None:
-        url = f"http://{host}:{port}"
-    if url is None:
-        if path is None:
-            fail("which daemon? give --port, --url, or -c with the daemon's configuration")
-        c_host, c_port, c_token = _control_of(path)
-        if not c_port:
-            fail(f"{path}: control_port is 0 (the control API is off); set control_port in "
-                 "[radlogger] and restart the daemon")
-        url = f"http://{c_host}:{c_port}"
-        token = token or c_token or None
-
-    def get() -> dict[str, Any]:
-        assert url is not None
+    @click.command()
+    @click.argument("pattern", required=False, default="")
+    @click.option("-c", "--config", "path", type=click.Path(dir_okay=False), default=None,
+                  envvar="RADLOGGER_CONFIG", help="The running daemon's configuration (its "
+                  "control_host, control_port and control_token are used).")
+    @click.option("--url", default=None, help="Control API address, e.g. http://127.0.0.1:8765.")
+    @click.option("--port", type=click.IntRange(1, 65535), default=None,
+                  help="The daemon's control_port (on --host); no configuration needed.")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="With --port.")
+    @click.option("--token", default=None, envvar="RADLOGGER_CONTROL_TOKEN",
+                  help="Bearer token of the control API.")
+    @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
+                  help="Seconds between refreshes.")
+    @click.option("--once", is_flag=True, help="Print one frame and exit.")
+    @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait.")
+    def watch(pattern: str, path: str | None, url: str | None, port: int | None, host: str,
+              token: str | None, interval: float, once: bool, timeout: float) -> None:
+        """Watch a running daemon live: components with state, rates and drops, and the latest
+        values of the topics matching PATTERN (default: all).  q or Ctrl-C quits."""
         try:
-            return fetch_live(url, token, pattern, timeout)
-        except urllib.error.HTTPError as exc:
-            fail(f"{url}: HTTP {exc.code} {exc.reason}" + (
-                " (wrong or missing token: --token)" if exc.code == 401 else
-                " (a daemon without the live view? update it)" if exc.code == 404 else ""), 1)
+            from rich.console import Console
+            from rich.live import Live
+        except ImportError:
+            fail("watch needs rich: pip install 'radloggerd[watch]'", 1)
+        if url is None and port is not None:
+            url = f"http://{host}:{port}"
+        if url is None:
+            if path is None:
+                fail("which daemon? give --port, --url, or -c with the daemon's configuration")
+            c_host, c_port, c_token = control_of(path)
+            if not c_port:
+                fail(f"{path}: control_port is 0 (the control API is off); set control_port in "
+                     "[radlogger] and restart the daemon")
+            url = f"http://{c_host}:{c_port}"
+            token = token or c_token or None
 
-    view = _View()
-    console = Console()
-    try:
-        live = get()
-    except (urllib.error.URLError, OSError) as exc:
-        fail(f"{url}: cannot reach the daemon ({getattr(exc, 'reason', exc)}); is it running "
-             "with control_port set?", 1)
-    view.topic_rates(live)
-    if once:
-        console.print(render(live, view, url, pattern))
-        return
-    try:
-        with _keys() as stdin, Live(render(live, view, url, pattern), console=console,
-                                    auto_refresh=False, transient=False) as screen:
-            while not _quit_pressed(stdin, interval):
-                try:
-                    live = get()
-                except (urllib.error.URLError, OSError) as exc:
-                    from rich.text import Text
+        def get() -> dict[str, Any]:
+            assert url is not None
+            try:
+                return fetch_live(url, token, pattern, timeout)
+            except urllib.error.HTTPError as exc:
+                fail(f"{url}: HTTP {exc.code} {exc.reason}" + (
+                    " (wrong or missing token: --token)" if exc.code == 401 else
+                    " (a daemon without the live view? update it)" if exc.code == 404 else ""), 1)
 
-                    screen.update(Text(f"{url}: cannot reach the daemon "
-                                       f"({getattr(exc, 'reason', exc)}); retrying",
-                                       style="bold red"), refresh=True)
-                    continue
-                view.topic_rates(live)
-                screen.update(render(live, view, url, pattern), refresh=True)
-    except KeyboardInterrupt:
-        pass
+        view = _View()
+        console = Console()
+        try:
+            live = get()
+        except (urllib.error.URLError, OSError) as exc:
+            fail(f"{url}: cannot reach the daemon ({getattr(exc, 'reason', exc)}); is it running "
+                 "with control_port set?", 1)
+        view.topic_rates(live)
+        if once:
+            console.print(render(live, view, url, pattern))
+            return
+        try:
+            with _keys() as stdin, Live(render(live, view, url, pattern), console=console,
+                                        auto_refresh=False, transient=False) as screen:
+                while not _quit_pressed(stdin, interval):
+                    try:
+                        live = get()
+                    except (urllib.error.URLError, OSError) as exc:
+                        from rich.text import Text
+
+                        screen.update(Text(f"{url}: cannot reach the daemon "
+                                           f"({getattr(exc, 'reason', exc)}); retrying",
+                                           style="bold red"), refresh=True)
+                        continue
+                    view.topic_rates(live)
+                    screen.update(render(live, view, url, pattern), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+    return watch

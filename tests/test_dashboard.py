@@ -116,7 +116,8 @@ def test_page_shows_every_device_and_counters_rise(daemon: tuple[Daemon, str],
         # the viewer's drops are by design: shown, never as a loss
         assert page.locator("#comp-viewer").count() == 0
         IMAGES.mkdir(exist_ok=True)
-        wait_for(lambda: page.evaluate("window.radlogger.payloads") >= 4, 20, 0.1)
+        # a few seconds of waterfall for the README's screenshot
+        wait_for(lambda: page.evaluate("window.radlogger.payloads") >= 8, 30, 0.1)
         page.screenshot(path=str(IMAGES / "dashboard.png"), full_page=True)
         assert errors == []
     finally:

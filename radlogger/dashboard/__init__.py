@@ -107,8 +107,8 @@ def add_routes(app: Any, pipeline: Any, tracker: Any, tap: ViewerTap,
             while True:
                 await asyncio.sleep(interval)
                 await resp.write(f"data: {feed.latest()}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the browser went away
         finally:
             feed.clients -= 1
         return resp
