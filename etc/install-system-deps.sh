@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # System packages the tests need: mosquitto (a real MQTT broker for the MQTT tests),
-# libusb-1.0-0 (pyusb's backend for board discovery), graphviz (radloggerd graph -> SVG/PNG).
+# libusb-1.0-0 (pyusb's backend for board discovery), graphviz (radloggerd graph -> SVG/PNG),
+# chromium (the headless browser tests/test_dashboard.py drives through Playwright; Playwright's
+# own browser download is never used).
 # Installs only what is missing; needs apt-get (Debian/Ubuntu) and root or sudo.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need+=(libusb-1.0-0)
 command -v dot >/dev/null 2>&1 || need+=(graphviz)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   echo "system packages present"
   exit 0

@@ -126,45 +126,13 @@ def _load(path: str | None) -> Any:
 
 
 def _control_of(path: str) -> tuple[str, int, str]:
-    """control_host, control_port, control_token of a configuration.  When the file no longer
-    loads (edited since the daemon started), its [radlogger] section alone is read: the
-    running daemon must still be reachable to ask it what it is doing."""
-    from .config import ConfigError, load_config
+    """control_host, control_port, control_token of a configuration (radlogger.controladdr)."""
+    from .controladdr import AddressError, control_of
 
     try:
-        d = load_config(path).daemon
-        return d.control_host, d.control_port, _token_of(d.control_token,
-                                                          d.control_token_file, path)
-    except ConfigError as exc:
-        import configparser
-
-        raw = configparser.ConfigParser(interpolation=None, strict=False)
-        try:
-            raw.read(path, encoding="utf-8")
-            section = raw["radlogger"] if raw.has_section("radlogger") else {}
-            port = int(section.get("control_port", "0"), 0)
-        except (configparser.Error, ValueError, OSError, UnicodeDecodeError):
-            fail(str(exc))
-        click.echo(f"warning: {path} does not load ({str(exc).splitlines()[0]}); using its "
-                   f"control_port {port} alone", err=True)
-        return (section.get("control_host", "127.0.0.1").strip(), port,
-                _token_of(section.get("control_token", "").strip(),
-                          section.get("control_token_file", "").strip(), path))
-
-
-def _token_of(token: str, token_file: str, config_path: str) -> str:
-    """The daemon's token: its token_file wins (a path as the daemon uses it: absolute is
-    best, a relative one is taken from the current directory)."""
-    if not token_file:
-        return token
-    from pathlib import Path
-
-    file = Path(token_file)
-    try:
-        return file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        fail(f"control_token_file {file}: {exc.strerror}; run radloggerd status as the daemon's "
-             "user, or pass --token")
+        return control_of(path, warn=lambda text: click.echo(f"warning: {text}", err=True))
+    except AddressError as exc:
+        fail(str(exc))
 
 
 # ---------------------------------------------------------------------------------- run
@@ -376,6 +344,15 @@ def simulate(name: str | None, args: tuple[str, ...]) -> None:
     if not isinstance(command, click.Command):
         fail(f"simulator '{name}' ({eps[name].value}) is not a click command", 1)
     command.main(args=list(args), prog_name=f"radloggerd simulate {name}")
+
+
+def _register() -> None:
+    from .watch import make_command
+
+    cli.add_command(make_command(_control_of, fail))
+
+
+_register()
 
 
 def main(argv: list[str] | None = None) -> None:

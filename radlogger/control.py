@@ -2,7 +2,11 @@
 
 ``radloggerd status`` asks a running daemon through this API (``GET /status``,
 ``/status.txt``, ``/graph``, ``/graph.dot``), bound to 127.0.0.1 unless configured otherwise,
-with an optional bearer token.  The status topic (``radlogger.status.<name>``) lets any endpoint
+with an optional bearer token.  The same port serves the live view (:mod:`radlogger.dashboard`:
+the page at ``/``, its event stream ``/events`` and ``/live`` for ``radloggerd watch``), fed by a
+viewer tap endpoint that the control adds to the pipeline while it runs.
+
+The status topic (``radlogger.status.<name>``) lets any endpoint
 subscribe to the daemon's own health: a store keeps it, an MQTT endpoint forwards it.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from .options import Option
@@ -43,6 +48,8 @@ class Control:
         self.settings = settings
         self.web: Any = None
         self.publisher: Any = None
+        self.tap: Any = None
+        self.feed: Any = None
         self._sampling = threading.Event()
         self._sampler: threading.Thread | None = None
 
@@ -55,13 +62,18 @@ class Control:
             self.publisher = StatusPublisher(self.pipeline, s.status_interval, tracker=tracker)
             self.publisher.start()
         if s.control_port:
+            from . import dashboard
             from .web import WebServer, resolve_token
 
             token = resolve_token(s.control_token or None, s.control_token_file or None,
                                   "status API", create=True)
             self.web = WebServer(s.control_host, s.control_port, token, name="radloggerd",
+                                 public=("/health", *dashboard.PUBLIC_PATHS),
                                  allow_unauthenticated=s.allow_unauthenticated)
             add_routes(self.web.app, self.pipeline, tracker)
+            self.tap = dashboard.ViewerTap(_free_name(self.pipeline, "viewer"))
+            self.pipeline.add_endpoint(self.tap)
+            self.feed = dashboard.add_routes(self.web.app, self.pipeline, tracker, self.tap)
             self.web.start()
             log.info("status API on %s", self.web.url)
             self._sampling.clear()
@@ -89,3 +101,17 @@ class Control:
         if self.web is not None:
             self.web.stop()
             self.web = None
+        if self.tap is not None:
+            if self.tap.name in self.pipeline.endpoints:
+                self.pipeline.remove_endpoint(self.tap.name, time.monotonic() + 2.0)
+            self.tap = None
+
+
+def _free_name(pipeline: Any, name: str) -> str:
+    """``name``, or ``name2``... if a configured device or endpoint already has it."""
+    taken = set(pipeline.devices) | set(pipeline.endpoints)
+    candidate, i = name, 1
+    while candidate in taken:
+        i += 1
+        candidate = f"{name}{i}"
+    return candidate

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["LossReport", "FIXES", "describe_losses", "total_lost"]
+__all__ = ["LossReport", "FIXES", "BY_DESIGN", "VIEWER_DECIMATED", "describe_losses", "total_lost"]
 
 log = logging.getLogger("radlogger.losses")
 
@@ -30,6 +30,15 @@ FIXES: dict[str, str] = {
     "child_crashed": "a worker process died; its error is logged",
     "too_many_topics": "max_topics = {max_topics}; raise it if the topics are genuine",
 }
+
+#: a live viewer (dashboard, ``radloggerd watch``) keeps only what it shows
+VIEWER_DECIMATED = "viewer_decimated"
+
+#: drop reasons that are the component's purpose, not a loss of the run's data: still counted
+#: (the accounting invariant holds, status shows them) but never warned about, summarised as a
+#: loss, or turned into a non-zero exit.  A component whose drops are by design uses one of
+#: these reasons for them (and only for them).
+BY_DESIGN: frozenset[str] = frozenset({VIEWER_DECIMATED})
 
 Settings = Callable[[str, str], Mapping[str, Any]]
 
@@ -64,6 +73,8 @@ class LossReport:
 
     def first_drop(self, role: str, name: str, reason: str, n: int) -> None:
         """Called once per (component, reason), by the thread that dropped."""
+        if reason in BY_DESIGN:
+            return
         with self._lock:
             if (role, name, reason) in self._reported:
                 return
@@ -94,14 +105,14 @@ class LossReport:
 
 
 def _drops(snapshot: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
-    """(role, name, reason, count) of every drop in a pipeline snapshot."""
+    """(role, name, reason, count) of every drop in a pipeline snapshot, less drops by design."""
     out = []
     endpoints = snapshot.get("endpoints", {})
     for role, group in (("device", snapshot.get("producers", {})), ("endpoint", endpoints)):
         for name, s in group.items():
             label = "endpoint" if role == "device" and name in endpoints else role
             for reason, n in sorted(s.get("dropped_by_reason", {}).items()):
-                if n:
+                if n and reason not in BY_DESIGN:
                     out.append((label, name, reason, int(n)))
     return out
 
