@@ -12,6 +12,7 @@ import logging
 import threading
 from typing import Any
 
+from .metrics import add_metrics_route
 from .options import Option
 
 __all__ = ["CONTROL_OPTIONS", "Control"]
@@ -56,6 +57,7 @@ class Control:
             self.web = WebServer(s.control_host, s.control_port, s.control_token or None,
                                  name="radloggerd")
             add_routes(self.web.app, self.pipeline, tracker)
+            add_metrics_route(self.web.app, self.pipeline, tracker)
             self.web.start()
             log.info("status API on %s", self.web.url)
             self._sampling.clear()
