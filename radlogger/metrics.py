@@ -15,10 +15,11 @@ split by reason.
   others), ``_state_seconds`` (time in it), ``_ok`` (0 when status reports a problem),
   ``_info{kind}``;
 * rates over the last seconds: ``radlogger_{device,endpoint}_rate_per_second{counter}``;
-* each plugin's own ``counters()``: a count by reason (``bad_frames`` with
-  ``bad_frames.<reason>``, see :func:`radlogger.options.by_reason`) becomes the counter
-  ``radlogger_<role>_<name>_total{reason}``; any other number the untyped
-  ``radlogger_<role>_<name>`` (plugins mix counts and levels such as ``queued``).
+* each plugin's own ``counters()``: every number as the untyped ``radlogger_<role>_<name>``
+  (plugins mix counts and levels such as ``queued``), so its series never changes name; a
+  count by reason (``bad_frames`` with ``bad_frames.<reason>``, see
+  :func:`radlogger.options.by_reason`) also as the counter
+  ``radlogger_<role>_<name>_by_reason_total{reason}``.
 
 The route is guarded by the control API's bearer token like every other route.
 """
@@ -155,23 +156,20 @@ class PipelineCollector:
                     mname = f"radlogger_{role}_{metric_name(key)}"
                     if metric_name(key) in _TAKEN:  # clashes with the pipeline's own
                         mname = f"radlogger_{role}_own_{metric_name(key)}"
+                    fam = plain.get(mname)
+                    if fam is None:
+                        fam = plain[mname] = UnknownMetricFamily(
+                            mname, f"{key} ({role}'s own counters())", labels=[role])
+                    fam.add_metric([name], _number(value) or 0.0)
                     if reasons:
-                        fam = counted.get(mname)
+                        cname = f"{mname}_by_reason"
+                        fam = counted.get(cname)
                         if fam is None:
-                            fam = counted[mname] = CounterMetricFamily(
-                                mname, f"{key} ({role}'s own counter), by reason",
+                            fam = counted[cname] = CounterMetricFamily(
+                                cname, f"{key} ({role}'s own count), by reason",
                                 labels=[role, "reason"])
                         for r, n in sorted(reasons.items()):
                             fam.add_metric([name, r], n or 0.0)
-                        rest = (_number(value) or 0.0) - sum(n or 0.0 for n in reasons.values())
-                        if rest > 0:  # a total the reasons do not explain stays visible
-                            fam.add_metric([name, "other"], rest)
-                    else:
-                        fam = plain.get(mname)
-                        if fam is None:
-                            fam = plain[mname] = UnknownMetricFamily(
-                                mname, f"{key} ({role}'s own counters())", labels=[role])
-                        fam.add_metric([name], _number(value) or 0.0)
             yield from plain.values()
             yield from counted.values()
 

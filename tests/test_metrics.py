@@ -102,8 +102,8 @@ subscribe = syn
 
 
 def test_own_counters_by_reason_become_labelled_counters() -> None:
-    """``by_reason`` counts: one counter with a ``reason`` label; a total the reasons do not
-    explain is kept as reason="other"; numbers that are not counts stay untyped gauges."""
+    """Every own number is untyped under its name (a series that never changes name); a
+    ``by_reason`` count is also one counter with a ``reason`` label."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     from radlogger.metrics import PipelineCollector
@@ -127,9 +127,11 @@ def test_own_counters_by_reason_become_labelled_counters() -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(Pipe(), Tracker()))
     m = _samples(generate_latest(registry).decode())
-    assert _value(m, "radlogger_device_bad_frames_total", device="wsa1", reason="crc") == 3
-    assert _value(m, "radlogger_device_bad_frames_total", device="wsa1", reason="short") == 1
-    assert _value(m, "radlogger_device_bad_frames_total", device="wsa1", reason="other") == 1
+    assert _value(m, "radlogger_device_bad_frames", device="wsa1") == 5
+    by_reason = "radlogger_device_bad_frames_by_reason_total"
+    assert _value(m, by_reason, device="wsa1", reason="crc") == 3
+    assert _value(m, by_reason, device="wsa1", reason="short") == 1
+    assert len(m[by_reason]) == 2
     assert _value(m, "radlogger_device_queued", device="wsa1") == 7
     assert _value(m, "radlogger_device_worker0_pid", device="wsa1") == 12
     assert _value(m, "radlogger_device_dropped_total", device="wsa1", reason="full") == 2
