@@ -134,15 +134,16 @@ _RUNS: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
-def _example_keys(info: PluginInfo) -> dict[str, str]:
-    """Keys a block needs to make sense: what it runs with, or an example subscription."""
-    keys = _RUNS.get((info.role, info.name))
+def _example_keys(info: PluginInfo, full: bool) -> dict[str, str]:
+    """Keys a block needs to make sense: what it runs with, or an example subscription (what
+    it takes; a sink: the sample's source, or everything in a one-plugin sample)."""
+    keys = _RUNS.get((info.role, info.name)) if full else None
     if keys is not None:
         return dict(keys)
     if info.role != "endpoint":
         return {}
     accepts = [a.rstrip("*") for a in getattr(info.cls, "accepts", ()) if a.rstrip("*")]
-    return {"subscribe": f"*.{accepts[0]}" if accepts else _SOURCE}
+    return {"subscribe": f"*.{accepts[0]}" if accepts else _SOURCE if full else "*"}
 
 
 def _plugin_block(info: PluginInfo, section: str, full: bool = False) -> list[str]:
@@ -150,7 +151,7 @@ def _plugin_block(info: PluginInfo, section: str, full: bool = False) -> list[st
     if info.cls is None:
         return [f"# [{info.role}:{section}] {kind_key} '{info.name}' is unavailable: "
                 f"{info.error}"]
-    set_keys = _example_keys(info)
+    set_keys = _example_keys(info, full)
     block = [f"[{info.role}:{section}]", *_comment(info.summary or info.name),
              f"{kind_key} = {info.name}"]
     block += _option_lines(info.own_options, set_keys)
