@@ -81,8 +81,8 @@ def _endpoint_label(e: Configurable) -> str:
     if kind == "pool":
         return f"{e.name} (pool: {s.get('workers')} x {s.get('endpoint')} " \
                f"{s.get('worker_mode')}es)".replace("threades", "threads")
-    where = s.get("path") or s.get("directory")  # a store: where it writes
-    return f"{e.name} ({kind}" + (f": {where})" if where and isinstance(where, str) else ")")
+    written = e.writes()  # a store: where it writes
+    return f"{e.name} ({kind}" + (f": {', '.join(written)})" if written else ")")
 
 
 def build_graph(pipeline: Any, status: Any = None) -> Graph:

@@ -142,7 +142,7 @@ def _example_keys(info: PluginInfo, full: bool) -> dict[str, str]:
         return dict(keys)
     if info.role != "endpoint":
         return {}
-    accepts = [a.rstrip("*") for a in getattr(info.cls, "accepts", ()) if a.rstrip("*")]
+    accepts = [a.rstrip("*") for a in info.cls.accepts if a.rstrip("*")]
     return {"subscribe": f"*.{accepts[0]}" if accepts else _SOURCE if full else "*"}
 
 
