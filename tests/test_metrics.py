@@ -78,6 +78,13 @@ subscribe = syn
     assert code == 200 and ctype.startswith("text/plain")
     assert om_code == 200 and om_type.startswith("application/openmetrics-text")
     assert om_text.rstrip().endswith("# EOF")
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    om = {f.name: f for f in openmetrics_families(om_text)}
+    assert om["radlogger_device_produced"].type == "counter"
+    assert om["radlogger_endpoint_dropped"].type == "counter"
     m = _samples(text)
     for family in text_string_to_metric_families(text):
         assert family.name.startswith("radlogger_"), family.name
