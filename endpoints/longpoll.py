@@ -143,6 +143,9 @@ class LongPollEndpoint(Endpoint):
         self._wake_event: asyncio.Event | None = None
         self._closing = False
 
+    def listens(self) -> list[tuple[str, str, int]]:
+        return [("tcp", self.settings.host, self.settings.port)] if self.settings.port else []
+
     @property
     def graph_target(self) -> str:
         port = self.server.port if self.server else self.settings.port

@@ -171,18 +171,27 @@ def run(ctx: click.Context, path: str | None, duration: float | None, once: bool
 
 # ---------------------------------------------------------------------------------- check
 @cli.command()
-@click.option("-c", "--config", "path", type=click.Path(), required=True,
-              envvar="RADLOGGER_CONFIG", help="Configuration file to validate.")
+@click.option("-c", "--config", "path", type=click.Path(), default=None,
+              envvar="RADLOGGER_CONFIG", help="Configuration file to validate (default: "
+              "$RADLOGGER_CONFIG, else the packaged demo, as `run`).")
 @click.option("--resolved", is_flag=True,
               help="Also print every effective value (defaults included) as INI.")
 @log_level_option
 @click.pass_context
-def check(ctx: click.Context, path: str, resolved: bool) -> None:
-    """Validate a configuration and print its dataflow graph (devices -> topics -> endpoints)."""
+def check(ctx: click.Context, path: str | None, resolved: bool) -> None:
+    """Validate a configuration and print its dataflow graph (devices -> topics -> endpoints);
+    also what would fail at run time: ports, store paths, subscription loops."""
     _tool_logging(ctx)
     config = _load(path)
-    for warning in config.warnings:
+    from .checks import check_config
+
+    errors, warnings = check_config(config)
+    for warning in [*config.warnings, *warnings]:
         warn(warning)
+    if errors:
+        for error in errors[:-1]:
+            click.echo(f"radloggerd: error: {error}", err=True)
+        fail(errors[-1])
     click.echo(f"configuration: {', '.join(config.files)}")
     click.echo(f"{len(config.devices)} devices, {len(config.endpoints)} endpoints: ok")
     from .graph import graph_text
@@ -194,14 +203,15 @@ def check(ctx: click.Context, path: str, resolved: bool) -> None:
 
 
 @cli.command()
-@click.option("-c", "--config", "path", type=click.Path(), required=True,
-              envvar="RADLOGGER_CONFIG", help="Configuration file to draw.")
+@click.option("-c", "--config", "path", type=click.Path(), default=None,
+              envvar="RADLOGGER_CONFIG", help="Configuration file to draw (default: "
+              "$RADLOGGER_CONFIG, else the packaged demo, as `run`).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the graph here: .svg or .png rendered with Graphviz when it is "
                    "installed, .dot as DOT source, anything else as text.")
 @log_level_option
 @click.pass_context
-def graph(ctx: click.Context, path: str, output: str | None) -> None:
+def graph(ctx: click.Context, path: str | None, output: str | None) -> None:
     """Show the configured dataflow graph (devices, topics, endpoints, derived topics)."""
     _tool_logging(ctx)
     config = _load(path)

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from .metrics import add_metrics_route
 from .options import Option
 
 __all__ = ["CONTROL_OPTIONS", "Control"]
@@ -74,6 +75,7 @@ class Control:
             self.tap = dashboard.ViewerTap(_free_name(self.pipeline, "viewer"))
             self.pipeline.add_endpoint(self.tap)
             self.feed = dashboard.add_routes(self.web.app, self.pipeline, tracker, self.tap)
+            add_metrics_route(self.web.app, self.pipeline, tracker)
             self.web.start()
             log.info("status API on %s", self.web.url)
             self._sampling.clear()

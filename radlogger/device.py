@@ -31,6 +31,10 @@ __all__ = ["Device", "DeviceState", "DeviceDone", "Outlet"]
 log = logging.getLogger(__name__)
 
 
+#: declared options that tell which instrument a device is, for its ``connected`` line
+_IDENTITY = ("host", "port", "serial", "firmware", "path", "url")
+
+
 class DeviceState(str, enum.Enum):
     STOPPED = "stopped"
     CONNECTING = "connecting"
@@ -288,7 +292,27 @@ class Device(Configurable):
         self.count_errors()
         log.warning("device %s: %s", self.name, self.last_error)
 
+    def describe(self) -> str:
+        """The instrument's identity once connected (``*IDN?``, serial and firmware), for the
+        INFO line ``connected``.  By default the declared options that say which instrument
+        this is (host, port, serial, firmware, path, url), where set."""
+        s = self.settings
+        return ", ".join(f"{k} {s.get(k)}" for k in _IDENTITY if s.get(k) not in (None, ""))
+
+    def _log_connected(self, lost_at: float | None) -> None:
+        try:
+            who = self.describe()
+        except Exception as exc:  # noqa: BLE001 - a log line must not fail a connect
+            who = f"identity unknown: {type(exc).__name__}: {exc}"
+        who = f": {who}" if who else ""
+        if lost_at is None:
+            log.info("device %s (%s): connected%s", self.name, self.kind, who)
+        else:
+            log.info("device %s (%s): reconnected after %.1f s%s", self.name, self.kind,
+                     time.monotonic() - lost_at, who)
+
     def _run(self) -> None:
+        lost_at: float | None = None  # since when the device is down after having run
         while not self._stop.is_set():
             self._set_state(DeviceState.CONNECTING)
             try:
@@ -300,6 +324,8 @@ class Device(Configurable):
                     break
                 continue
             self._set_state(DeviceState.RUNNING)
+            self._log_connected(lost_at)
+            lost_at = None
             self.backoff.reset()
             try:
                 while not self._stop.is_set():
@@ -312,6 +338,7 @@ class Device(Configurable):
                 if self._stop.is_set():
                     break  # errors caused by interrupt() while stopping are expected
                 self._count_error("lost", exc)
+                lost_at = time.monotonic()
                 self._safe_close()
                 if not self._back_off():
                     break

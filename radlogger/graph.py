@@ -81,7 +81,8 @@ def _endpoint_label(e: Configurable) -> str:
     if kind == "pool":
         return f"{e.name} (pool: {s.get('workers')} x {s.get('endpoint')} " \
                f"{s.get('worker_mode')}es)".replace("threades", "threads")
-    return f"{e.name} ({kind})"
+    written = e.writes()  # a store: where it writes
+    return f"{e.name} ({kind}" + (f": {', '.join(written)})" if written else ")")
 
 
 def build_graph(pipeline: Any, status: Any = None) -> Graph:

@@ -207,6 +207,19 @@ class Configurable:
     # them up by name.
     #: topic templates this component publishes, e.g. ``("{device}.spectrum",)``
     produces: tuple[str, ...] = ()
+    #: quantity patterns (the topic after the device, globs allowed) an endpoint can take,
+    #: e.g. ``("iq",)``; empty: anything.  ``radloggerd check`` warns about the rest.
+    accepts: tuple[str, ...] = ()
+
+    def listens(self) -> list[tuple[str, str, int]]:
+        """Sockets this component serves on, ``(protocol, host, port)``; port 0 (any free
+        port) is never listed.  ``radloggerd check`` reports two services on one port."""
+        return []
+
+    def writes(self) -> list[str]:
+        """Files or directories this component writes (a store's path), for ``check``
+        (writable? shared with another store?) and the graph."""
+        return []
 
     @property
     def graph_target(self) -> str:

@@ -213,12 +213,26 @@ class Pipeline:
 
     def wait_quiescent(self, deadline: float) -> bool:
         """Wait until queue, broker and every endpoint are idle (or the deadline)."""
+        say_at = time.monotonic() + 1.0
         while not self.quiescent():
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 return False
+            if now >= say_at:  # a stop that takes a while says what it waits for
+                say_at = now + 2.0
+                self._say_waiting(deadline - now)
             time.sleep(0.002)  # shutdown only: the daemon is not idle while draining
         # A processing endpoint may have published right at the end: check once more.
         return self.quiescent()
+
+    def _say_waiting(self, left: float) -> None:
+        if not self.broker.idle:
+            log.info("stopping: waiting for the broker: %d queued (%.0f s left)", len(self.queue),
+                     left)
+        for e in list(self.endpoints.values()):
+            if not e.idle:
+                log.info("stopping: waiting for %s: %d unsent%s (%.0f s left)", e.name, e.pending,
+                         f", {e.last_error}" if e.last_error else "", left)
 
     def _flush_outputs(self, deadline: float) -> bool:
         """Flush endpoints while the queue is still open, so what a processing endpoint holds

@@ -82,7 +82,10 @@ def test_help_imports_neither_numpy_nor_plugins() -> None:
 def test_usage_errors_exit_2() -> None:
     assert run_cli("no-such-command").returncode == 2
     assert run_cli("run", "--duration", "-1").returncode == 2
-    assert run_cli("check").returncode == 2  # -c is required
+    # check no longer requires -c (issue 16: it defaults to the packaged configuration, as
+    # run does: tests/test_first_hour.py); a usage error of check still exits 2
+    assert run_cli("check", "--no-such-option").returncode == 2
+    assert run_cli("check", "-c").returncode == 2  # -c without its file
 
 
 def test_console_script_is_installed() -> None:

@@ -2,14 +2,17 @@
 
 The replay device runs the recorded datagrams through exactly the validation and assembly of
 the live driver (``LagSetDevice``), so a recording reproduces the live lag sets, bad frame
-counts included.  ``rate`` paces it in frames per second (0 = as fast as the pipeline takes
-them).  ``restamp`` rewrites the frames' timestamps to wall-clock time (all shifted by the same
-offset, so the frames of a lag set still agree) and their checksums; only frames that were
+counts included.  ``speed`` paces it as the ``replay`` device does: 1 = the recorded timing
+(the pcap arrival times), 10 = ten times faster, 0 = as fast as the pipeline takes them
+(``rate``, frames per second, is the deprecated older spelling).  ``restamp`` rewrites the
+frames' timestamps to wall-clock time (all shifted by the same offset, so the frames of a lag
+set still agree) and their checksums; only frames that were
 valid are rewritten, so a corrupt frame stays corrupt.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -27,6 +30,8 @@ from .recording import read_frames, recording_files
 from .udpsend import sender_socket
 
 __all__ = ["WidarReplayDevice", "Restamper", "replay_udp"]
+
+log = logging.getLogger(__name__)
 
 
 class Restamper:
@@ -59,22 +64,26 @@ class Restamper:
             rows[good, :length] = fix_checksums(frames)
 
 
-def _batches(paths: list[str], width: int, batch: int
-             ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """Recorded datagrams as (rows (B, width) uint8, true lengths, count)."""
+_Batch = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+
+
+def _batches(paths: list[str], width: int, batch: int) -> Iterator[_Batch]:
+    """Recorded datagrams as (rows (B, width) uint8, true lengths, arrival ns, count)."""
     rows = np.zeros((batch, width), np.uint8)
     lengths = np.zeros(batch, np.int64)
+    arrivals = np.zeros(batch, np.int64)
     n = 0
-    for _, orig, data in read_frames(paths):
+    for arrival, orig, data in read_frames(paths):
+        arrivals[n] = arrival
         k = min(len(data), width)
         rows[n, :k] = np.frombuffer(data, np.uint8, k)
         lengths[n] = orig
         n += 1
         if n == batch:
-            yield rows, lengths, n
+            yield rows, lengths, arrivals, n
             n = 0
     if n:
-        yield rows, lengths, n
+        yield rows, lengths, arrivals, n
 
 
 class WidarReplayDevice(LagSetDevice):
@@ -83,7 +92,10 @@ class WidarReplayDevice(LagSetDevice):
     options = LagSetDevice.options + (
         Option("path", str, None, "recording: a pcap file, a glob, or the record = base name "
                "of a rotated recording", required=True),
-        Option("rate", float, 0.0, "frames per second (0 = as fast as possible)", min=0.0),
+        Option("speed", float, 1.0, "1 = recorded timing (pcap arrival times), 10 = ten times "
+               "faster, 0 = as fast as the pipeline takes it (as replay's speed)", min=0.0),
+        Option("rate", float, None, "deprecated, use speed: frames per second (0 = as fast "
+               "as possible)", min=0.0),
         Option("restamp", bool, False, "rewrite timestamps (and checksums) to wall-clock time"),
         Option("loop", bool, False, "start again at the end (use with restamp, or the repeated"
                " lag sets are counted as late)"),
@@ -98,8 +110,13 @@ class WidarReplayDevice(LagSetDevice):
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
         self._files: list[str] = []
-        self._it: Iterator[tuple[np.ndarray, np.ndarray, int]] | None = None
-        self._current: tuple[np.ndarray, np.ndarray, int] | None = None
+        self._it: Iterator[_Batch] | None = None
+        self._current: _Batch | None = None
+        self._first_ns: int | None = None  # arrival of the first frame played (speed)
+        if self.settings.rate is not None:
+            log.warning("device %s: widar_replay option rate is deprecated: use speed (1 = "
+                        "recorded timing, 0 = as fast as possible)%s", name,
+                        "; rate = 0 is speed = 0" if not self.settings.rate else "")
         self._cursor = 0
         self._sent = 0
         self._t0 = 0.0
@@ -117,17 +134,28 @@ class WidarReplayDevice(LagSetDevice):
         self._restamp = Restamper()
         rate = self.settings.rate
         self._t0 = time.monotonic() - (self._sent / rate if rate else 0.0)
+        self._first_ns = None
+
+    def _due(self, arrivals: np.ndarray, lo: int, n: int) -> tuple[int, float]:
+        """Frames of the current batch due now, and else how long to wait for the next."""
+        s, now = self.settings, time.monotonic()
+        if s.rate is not None:  # deprecated: frames per second
+            if not s.rate:
+                return n - lo, 0.0
+            due = int((now - self._t0) * s.rate) - self._sent
+            return min(due, n - lo), (1 - due) / s.rate
+        if not s.speed:
+            return n - lo, 0.0
+        if self._first_ns is None:
+            self._first_ns, self._t0 = int(arrivals[lo]), now
+        limit = self._first_ns + (now - self._t0) * s.speed * 1e9
+        due = int(np.searchsorted(arrivals[lo:n], limit, side="right"))
+        if not due and arrivals[lo] <= limit:  # arrival times out of order: play on
+            due = 1
+        return due, (float(arrivals[lo]) - limit) / s.speed / 1e9
 
     def poll(self) -> None:
-        rate = self.settings.rate
-        due = len(self._rows)
-        if rate:
-            due = min(due, int((time.monotonic() - self._t0) * rate) - self._sent)
-            if due <= 0:
-                self.wait(min(0.1, max(0.0005, (1 - due) / rate)))
-                self.expire()
-                return
-        if self._current is None or self._cursor >= self._current[2]:
+        if self._current is None or self._cursor >= self._current[3]:
             assert self._it is not None
             try:
                 self._current = next(self._it)
@@ -138,8 +166,13 @@ class WidarReplayDevice(LagSetDevice):
                 self.flush_sets()
                 raise DeviceDone from None
             self._cursor = 0
-        rows, lengths, n = self._current
+        rows, lengths, arrivals, n = self._current
         lo = self._cursor
+        due, wait = self._due(arrivals, lo, n)
+        if due <= 0:
+            self.wait(min(0.1, max(0.0005, wait)))
+            self.expire()
+            return
         k = min(due, n - lo)
         self._cursor = lo + k
         self._buf[:k] = rows[lo:lo + k]

@@ -160,6 +160,9 @@ class WSA4000Device(SimulatorOwner, Device):
                 "gaps": self.gaps, "missing_packets": self.missing_packets,
                 **by_reason("bad_packets", self.bad_packets)}
 
+    def describe(self) -> str:
+        return f"{self.idn} at {self.host}:{self.control_port}"
+
     def _start_simulator(self) -> Any:
         from .simulator import WSA4000Simulator  # only simulating daemons need it
 

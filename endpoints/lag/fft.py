@@ -56,6 +56,7 @@ class LagFFTEndpoint(ProcessingEndpoint):
     kind = "lag_fft"
     summary = "stitches lag sets and FFTs them to complex64 spectra (low to high frequency)"
     output_default = "spectrum"  # widar.lagset_norm -> widar.spectrum
+    accepts = ("lagset*",)
     options = (
         Option("channels", int, 0, "output channels: 0 = one per lag; fewer (a power of two) "
                "averages adjacent channels", min=0),

@@ -59,6 +59,7 @@ class IntegrateEndpoint(ProcessingEndpoint):
     kind = "integrate"
     summary = "integrates K lag sets/spectra or T seconds of them per product"
     output_default = "{quantity}_int"  # widar.spectrum -> widar.spectrum_int
+    accepts = ("spectrum*", "lagset*")
     options = (
         Option("count", int, 0, "K: inputs per integration (0 = by time only)", min=0),
         Option("seconds", float, 0.0, "T: seconds per integration (0 = by count only)",

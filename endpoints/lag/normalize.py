@@ -63,6 +63,7 @@ class LagNormalizeEndpoint(ProcessingEndpoint):
     kind = "lag_normalize"
     summary = "normalizes lag sets by their data-valid counts; zero counts are flagged"
     output_default = "{quantity}_norm"  # widar.lagset -> widar.lagset_norm
+    accepts = ("lagset*",)
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)

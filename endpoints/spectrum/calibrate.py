@@ -46,6 +46,7 @@ class CalibrateEndpoint(ProcessingEndpoint):
     kind = "calibrate"
     summary = "spectra in dBFS -> dBm: reference level + 15.7678 dB, inversion flip, DC repair"
     output_default = "{quantity}_dbm"  # wsa1.spectrum -> wsa1.spectrum_dbm
+    accepts = ("spectrum*",)
     options = (
         Option("suffix", str, None, "older spelling of output: appended to the input topic, "
                "i.e. output = {quantity}<suffix>"),

@@ -115,6 +115,7 @@ class FFTEndpoint(ProcessingEndpoint):
     kind = "fft"
     summary = "I/Q packets -> power spectra in dB full scale on <device>.spectrum (batched, lazy)"
     output_default = "spectrum"  # wsa1.iq -> wsa1.spectrum
+    accepts = ("iq",)
     options = (
         Option("full_scale", float, 8192.0, "sample value of full scale (2**13 for 14-bit I/Q)",
                min=1e-30),

@@ -76,6 +76,7 @@ class Track:
 
 class SpectrumSink(Endpoint):
     kind = "spectrum"
+    accepts = ("spectrum*",)
     summary = "keeps, stores (.npy/.npz) and renders (PNG: latest + waterfall) spectra"
     options = (
         Option("directory", str, None, "where to store spectra and PNGs (unset: keep in "
@@ -109,6 +110,9 @@ class SpectrumSink(Endpoint):
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
 
+    def writes(self) -> list[str]:
+        return [str(self.directory)] if self.directory is not None else []
+
     def counters(self) -> dict[str, int | float]:
         return {"stored": self.stored, "renders": self.renders, "tracks": len(self.tracks),
                 "files": len(self.files)}
@@ -121,6 +125,7 @@ class SpectrumSink(Endpoint):
             except OSError as exc:
                 raise OSError(f"spectrum sink {self.name}: cannot create directory "
                               f"{self.directory}: {exc.strerror}; fix 'directory'") from None
+            log.info("endpoint %s (spectrum): writing into %s", self.name, self.directory.resolve())
         self._next_render = time.monotonic() + self.settings.render_interval
 
     def flush(self) -> None:

@@ -124,6 +124,9 @@ class StorageEndpoint(DiskErrorPolicy, Endpoint):
         raise NotImplementedError
 
     # ---------------------------------------------------------------- endpoint lifecycle
+    def writes(self) -> list[str]:
+        return [str(self.path)]
+
     def open(self) -> None:
         with self._io:
             self._fatal = None
@@ -303,6 +306,7 @@ class StorageEndpoint(DiskErrorPolicy, Endpoint):
                             path.name)
         self._open_file(path)
         self._is_open = True
+        log.info("endpoint %s (%s): writing %s", self.name, self.kind, path.resolve())
         self.current_path = path
         if path not in self.files:
             self.files.append(path)

@@ -89,6 +89,9 @@ class FarmDevice(Device):
         return {"boards": len(self._boards()), "ticks": farm.ticks if farm is not None else 0,
                 "events_pending": len(self._events)}
 
+    def listens(self) -> list[tuple[str, str, int]]:
+        return [("tcp", self.settings.host, self.settings.port)] if self.settings.port else []
+
     @property
     def url(self) -> str:
         return self.server.url if self.server is not None else ""
