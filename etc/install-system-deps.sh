@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages the tests need: mosquitto (a real MQTT broker for the MQTT tests),
-# libusb-1.0-0 (pyusb's backend for board discovery), graphviz (radloggerd graph -> SVG/PNG).
+# libusb-1.0-0 (pyusb's backend for board discovery), graphviz (radloggerd graph -> SVG/PNG),
+# hdf5-tools (h5dump: the HDF5 store must stay readable by the distribution's HDF5 1.10 tools).
 # Installs only what is missing; needs apt-get (Debian/Ubuntu) and root or sudo.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need+=(libusb-1.0-0)
 command -v dot >/dev/null 2>&1 || need+=(graphviz)
+command -v h5dump >/dev/null 2>&1 || need+=(hdf5-tools)
 if [ ${#need[@]} -eq 0 ]; then
   echo "system packages present"
   exit 0

@@ -120,13 +120,23 @@ class Store:
         return sorted({k for _, k in self.files})
 
     def read(self, topics: Iterable[str] | None = None, since_ns: int | None = None,
-             until_ns: int | None = None) -> Iterator[Measurement]:
-        sel = Selection.of(topics, since_ns, until_ns)
+             until_ns: int | None = None, where: Iterable[tuple[str, str]] | None = None
+             ) -> Iterator[Measurement]:
+        """Measurements in write order; ``where`` keeps those whose meta has these values
+        (HDF5 skips whole segments by their index attributes)."""
+        sel = Selection.of(topics, since_ns, until_ns, where)
         for f, kind in self.files:
             try:
-                yield from _module(kind).read_file(f, sel)
+                it = _module(kind).read_file(f, sel)
+                if sel.where:
+                    it = (m for m in it if sel.meta_ok(m.meta))
+                yield from it
             except (ValueError, KeyError, OSError) as exc:
                 raise StoreError(f"{f}: cannot read it as {kind}: {exc}") from exc
+
+    def size(self) -> int:
+        """Bytes of the store's files (for progress bars)."""
+        return sum(f.stat().st_size for f, _ in self.files if f.exists())
 
     def topics(self, limit: int | None = None) -> list[str]:
         """Topics of the store; ``limit`` bounds the rows scanned per CSV/JSONL file."""
@@ -141,9 +151,11 @@ def open_store(path: str | Path) -> Store:
 
 
 def read(path: str | Path, topics: Iterable[str] | None = None, since_ns: int | None = None,
-         until_ns: int | None = None) -> Iterator[Measurement]:
-    """Measurements of the store at ``path`` in write order, filtered by topic and time."""
-    return Store(path).read(topics, since_ns, until_ns)
+         until_ns: int | None = None, where: Iterable[tuple[str, str]] | None = None
+         ) -> Iterator[Measurement]:
+    """Measurements of the store at ``path`` in write order, filtered by topic, time and
+    meta values."""
+    return Store(path).read(topics, since_ns, until_ns, where)
 
 
 def topics(path: str | Path) -> list[str]:
