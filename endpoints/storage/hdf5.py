@@ -73,10 +73,10 @@ from radlogger.store.hdf5 import (
     LIBVER_PLAIN,
     LIBVER_SWMR,
     Key,
-    index_of,
     complete_rows,
     group_name,
     has_value,
+    index_of,
     segment_key,
     segments,
 )
