@@ -19,7 +19,7 @@ import numpy as np
 from radlogger.measurement import Measurement
 
 from . import codec
-from .selection import Selection
+from .selection import PRODUCT_KEYS, Selection
 
 __all__ = ["read_file", "file_topics", "open_readonly", "FORMAT", "Key", "segments",
            "segment_key", "complete_rows", "has_value", "group_name", "index_of", "INDEX_KEYS",
@@ -30,7 +30,7 @@ FORMAT = "radlogger-hdf5"
 Index = tuple[tuple[str, str], ...]
 Key = tuple[str, str, str, str, str, tuple[int, ...], str, bool, Index]
 #: meta keys indexed by default: what tells a correlator's output products apart
-INDEX_KEYS = ("baseline", "baseband", "subband", "polarization", "phase_bin")
+INDEX_KEYS = PRODUCT_KEYS
 #: HDF5 file format bounds: readable by HDF5 1.10 tools (Debian's h5dump); SWMR needs v110
 LIBVER_SWMR = ("v110", "v110")
 LIBVER_PLAIN = ("earliest", "v110")
