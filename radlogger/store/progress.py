@@ -30,7 +30,7 @@ def wanted(setting: bool | None = None) -> bool:
 class Progress:
     """A counter bar; a no-op when not wanted (or tqdm is missing)."""
 
-    def __init__(self, desc: str, enabled: bool | None = None) -> None:
+    def __init__(self, desc: str, enabled: bool | None = None, initial: int = 0) -> None:
         self._bar: Any = None
         if wanted(enabled):
             try:
@@ -38,7 +38,8 @@ class Progress:
             except ImportError:  # pragma: no cover - tqdm is a dependency
                 return
             self._bar = tqdm(desc=desc, unit=" meas", unit_scale=True, file=sys.stderr,
-                             dynamic_ncols=True, mininterval=0.5, leave=True)
+                             dynamic_ncols=True, mininterval=0.5, leave=True,
+                             initial=initial)
 
     def update(self, n: int, m: Measurement | None = None) -> None:
         bar = self._bar
