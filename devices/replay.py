@@ -13,6 +13,10 @@ publishes ``replay.wsa1.iq``).  The ``source`` of a replayed measurement is this
 pipeline's accounting is per producer) and ``seq`` is renumbered by the pipeline; value, unit,
 device time and meta are the recorded ones, and ``t_ns`` too unless ``timestamps = now``.
 
+Progress: with ``progress = auto`` (the default) a tqdm bar on stderr counts the replayed
+measurements when stderr is a terminal (``radloggerd run`` by hand), and nothing is shown under
+systemd or in a pipe; ``yes``/``no`` force it.
+
 Reading goes through ``radlogger.store.reader``: the store formats are defined once, in the
 core, where the storage endpoints' writers import them too (endpoints/storage/README.md).
 """
@@ -26,6 +30,7 @@ from typing import Any
 from radlogger.device import Device, DeviceDone
 from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option, OptionError
+from radlogger.store.progress import Progress
 from radlogger.store.reader import Store, StoreError, parse_time
 
 __all__ = ["ReplayDevice"]
@@ -39,7 +44,8 @@ class ReplayDevice(Device):
     @property
     def finite(self) -> bool:
         return True  # ends with the file: run --once waits for it
-    summary = "plays a recorded store (csv, jsonl, sqlite, hdf5) back into the pipeline"
+    summary = ("plays a recorded store (csv, jsonl, sqlite, hdf5, spectrum .npy/.npz) back into "
+               "the pipeline")
     options = (
         Option("path", str, None, "the store to play: a file, the path of a rotating store "
                "(its numbered files are included), or a glob", required=True),
@@ -53,6 +59,8 @@ class ReplayDevice(Device):
         Option("timestamps", str, "original", "t_ns of the replayed measurements",
                choices=("original", "now")),
         Option("chunk", int, 1000, "most measurements published per wake-up", min=1),
+        Option("progress", str, "auto", "progress bar on stderr: auto = when it is a terminal",
+               choices=("auto", "yes", "no")),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
@@ -73,6 +81,7 @@ class ReplayDevice(Device):
         self._t0 = 0.0  # monotonic time the first measurement was published
         self._first_t_ns: int | None = None
         self.emitted = 0
+        self._progress: Progress | None = None
 
     @staticmethod
     def _time(text: str, key: str) -> int | None:
@@ -116,14 +125,27 @@ class ReplayDevice(Device):
         for _ in range(self.emitted):  # resume after a read error without repeating
             next(it, None)
         self._it = it
+        wanted = {"auto": None, "yes": True, "no": False}[s.progress]
+        self._progress = Progress(f"replay {self.name}", wanted, initial=self.emitted)
 
     def close(self) -> None:
         it, self._it = self._it, None
         self._next = None
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.close()
         if it is not None:
             it.close()  # type: ignore[attr-defined]
 
     def poll(self) -> None:
+        before = self.emitted
+        try:
+            self._poll()
+        finally:
+            if self._progress is not None and self.emitted > before:
+                self._progress.update(self.emitted - before)
+
+    def _poll(self) -> None:
         assert self._it is not None
         speed = self.settings.speed
         original = self.settings.timestamps == "original"

@@ -83,12 +83,15 @@ def test_pool_worker_killed_mid_batch_drops_what_it_held(pipeline: Pipeline,
     assert stats.handled == len(sink.items)  # every measurement counted handled came out
     values = sorted(m.value for m in sink.items)
     assert len(set(values)) == len(values) and 42 not in values
+    # the process's own ``lost`` counts what had reached its socket when it died; an item the
+    # pool still held in the feeder is not in it (the pool's stats above count both, exactly)
+    wait_for(lambda: pool.counters()["lost"] >= 1, 10, message="the worker's lost count")
     counters = pool.counters()
-    assert counters["lost"] == held and counters["crashes"] == 1
+    assert 1 <= counters["lost"] <= held and counters["crashes"] == 1
     assert counters["hangs"] == 0 and counters["would_block"] == 0
     assert counters["restarts"] >= 1
     assert pipeline.stop(10) and pipeline.balanced()
-    assert pool.counters()["lost"] == held  # closed workers' counts are kept
+    assert pool.counters()["lost"] == counters["lost"]  # closed workers' counts are kept
 
 
 def test_isolated_child_killed_mid_batch_drops_what_it_held(pipeline: Pipeline,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,47 @@ def test_bad_input_and_bad_directory_give_clear_errors(tmp_path: Path) -> None:
     bad = SpectrumSink("s", directory=str(blocker / "sub"))
     with pytest.raises(OSError, match="fix 'directory'"):
         bad.open()
+
+
+def test_concurrent_renders_never_collide_on_a_temporary_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14 item 7: the worker (render_interval, stop) and the timer thread rendered to the
+    same ``.png.tmp``, and one renamed it away under the other (FileNotFoundError, counted as
+    endpoint_failed).  Two renders are held between writing and renaming their images (until
+    both have written, or 1 s) so that the old collision happens every time."""
+    from matplotlib.figure import Figure
+
+    both = threading.Event()
+    count = [0]
+    lock = threading.Lock()
+    savefig = Figure.savefig
+
+    def held_savefig(self: Figure, *args: object, **kw: object) -> None:
+        savefig(self, *args, **kw)
+        with lock:
+            count[0] += 1
+            if count[0] == 2:
+                both.set()
+        both.wait(1.0)
+
+    sink = SpectrumSink("s", directory=str(tmp_path), format="none", render_on_stop=False)
+    assert run(sink, "a.spectrum_dbm", spectra(64, 3), {"rf_freq": 1e9,
+                                                        "bandwidth": 1e6}).stop(5.0)
+    monkeypatch.setattr(Figure, "savefig", held_savefig)
+    errors: list[BaseException] = []
+
+    def renderer() -> None:
+        try:
+            sink.render()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=renderer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert sink.renders == 2
+    assert (tmp_path / "a.spectrum_dbm.png").read_bytes()[:8] == PNG_MAGIC
+    assert [p.name for p in tmp_path.iterdir()] == ["a.spectrum_dbm.png"]  # no tmp left

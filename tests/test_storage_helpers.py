@@ -29,6 +29,8 @@ STORES: list[tuple[str, type[StorageEndpoint], str, dict[str, Any]]] = [
     ("sqlite", SQLiteEndpoint, "run.sqlite", {}),
     ("hdf5", HDF5Endpoint, "run.h5", {}),
     ("hdf5-noswmr", HDF5Endpoint, "run.h5", {"swmr": False}),
+    ("csv-json", CSVEndpoint, "run.csv", {"arrays": "json"}),
+    ("jsonl-json", JSONLEndpoint, "run.jsonl", {"arrays": "json"}),
 ]
 STORE_IDS = [s[0] for s in STORES]
 store_params = pytest.mark.parametrize("store", STORES, ids=STORE_IDS)

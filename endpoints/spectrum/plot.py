@@ -7,6 +7,8 @@ matplotlib is imported on first use: it is an optional dependency (``pip install
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,16 @@ def render_png(path: Path, title: str, freqs: np.ndarray, latest: np.ndarray,
     bottom.set_xlabel("frequency (MHz)")
     bottom.set_ylabel("age (s)")
     fig.colorbar(image, ax=bottom, label=unit)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)  # readers never see a half-written image
+    # readers never see a half-written image; a temporary name of its own per render, so two
+    # renders of one topic (worker and timer thread) never rename each other's file away
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make the PNG private to the daemon
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

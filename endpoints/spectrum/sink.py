@@ -109,6 +109,7 @@ class SpectrumSink(Endpoint):
         self._next_render = 0.0
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
+        self._render_lock = threading.Lock()  # one render at a time (worker, timer, callers)
 
     def writes(self) -> list[str]:
         return [str(self.directory)] if self.directory is not None else []
@@ -256,12 +257,17 @@ class SpectrumSink(Endpoint):
                     rows, times = t.ordered()
                     snapshot.append((t.topic, t.freqs.copy(), t.latest.copy(), rows.copy(),
                                      times.copy(), t.unit))
-        for topic, freqs, latest, rows, times, unit in snapshot:
-            age = (int(times[-1]) - int(times[0])) / 1e9 if len(times) > 1 else 0.0
-            path = target / f"{_SAFE.sub('_', topic)}.png"
-            render_png(path, f"{topic}  ({len(rows)} spectra)", freqs, latest, rows, age,
-                       unit or "dB")
-            written.append(path)
-            with self._timer_lock:
-                self.renders += 1
+        with self._render_lock:
+            for item in snapshot:
+                written.append(self._render_one(target, *item))
         return written
+
+    def _render_one(self, target: Path, topic: str, freqs: np.ndarray, latest: np.ndarray,
+                    rows: np.ndarray, times: np.ndarray, unit: str) -> Path:
+        age = (int(times[-1]) - int(times[0])) / 1e9 if len(times) > 1 else 0.0
+        path = target / f"{_SAFE.sub('_', topic)}.png"
+        render_png(path, f"{topic}  ({len(rows)} spectra)", freqs, latest, rows, age,
+                   unit or "dB")
+        with self._timer_lock:
+            self.renders += 1
+        return path

@@ -36,13 +36,26 @@ milliseconds, once per new topic.  That reopen does not take HDF5's file lock, w
 reader in another process holds and which would otherwise block the writer until the reader
 closes; such a reader keeps reading what it has and sees the new topic when it reopens.
 
-With ``swmr = no`` the file stays plain (readable by older HDF5 tools); a crash between flushes
-still leaves it readable, a crash during a flush may not.
+With ``swmr = no`` the file stays plain; a crash between flushes still leaves it readable, a
+crash during a flush may not.
+
+File format version.  Files are written with HDF5's format bounded to 1.10 (``libver =
+("v110", "v110")`` with SWMR, which needs the 1.10 superblock; ``("earliest", "v110")``
+without), never ``"latest"``: the HDF5 2.0 in h5py's wheel would otherwise write structures
+that the distributions' HDF5 1.10 tools (Debian's ``h5dump``, HDFView, MATLAB) cannot read.
+tests/test_storage_h5dump.py reads every kind of value with Debian's ``h5dump``.
+
+Indexable metadata.  Meta keys named in ``index_keys`` (by default the correlator product
+fields, baseline ... phase_bin) split a topic's segments by their values, which are written as
+the segment's attributes ``index.<key>``: the 40 products of a WIDAR spectrum topic are 40
+segments a tool can pick without parsing JSON, and the reader skips segments a ``--where``
+excludes.  Units and descriptions are dataset attributes (``units``, ``description``).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,10 +69,14 @@ from radlogger.options import Option
 from radlogger.store import codec
 from radlogger.store.hdf5 import (
     FORMAT,
+    INDEX_KEYS,
+    LIBVER_PLAIN,
+    LIBVER_SWMR,
     Key,
     complete_rows,
     group_name,
     has_value,
+    index_of,
     segment_key,
     segments,
 )
@@ -106,6 +123,9 @@ class HDF5Endpoint(StorageEndpoint):
         Option("min_free_bytes", int, 16 << 20, "refuse to flush (as on a full disk) unless "
                "this much plus twice the buffered data is free: HDF5 cannot recover from a "
                "write that fails for lack of space", min=0),
+        Option("index_keys", list, list(INDEX_KEYS), "meta keys whose (scalar) values split a "
+               "topic into segments with the value as attribute index.<key>: selectable "
+               "without reading the per-row JSON"),
     )
     storage_exceptions = (OSError, RuntimeError)
 
@@ -120,9 +140,8 @@ class HDF5Endpoint(StorageEndpoint):
 
     # ---------------------------------------------------------------- file
     def _h5open(self, path: Path, mode: str, **kw: Any) -> h5py.File:
-        if self.settings.swmr:
-            return h5py.File(path, mode, libver="latest", **kw)
-        return h5py.File(path, mode, **kw)
+        libver = LIBVER_SWMR if self.settings.swmr else LIBVER_PLAIN
+        return h5py.File(path, mode, libver=libver, **kw)
 
     def _can_append(self, path: Path) -> bool:
         try:
@@ -170,7 +189,8 @@ class HDF5Endpoint(StorageEndpoint):
         dt = codec.check_device_time(m.device_time)
         meta = codec.meta_to_json(m.meta)
         key = (m.topic, m.source, m.unit, kind, dtype, shape,
-               "none" if dt is None else "int" if type(dt) is int else "float", meta is not None)
+               "none" if dt is None else "int" if type(dt) is int else "float", meta is not None,
+               index_of(m.meta, self.settings.index_keys))
         seg = self._segments.get(key)
         if seg is None:
             seg = self._segments[key] = _Segment(key)
@@ -256,7 +276,7 @@ class HDF5Endpoint(StorageEndpoint):
         elif s.compression == "lzf":
             comp = {"compression": "lzf"}
         for seg in new:
-            topic, source, unit, kind, dtype, shape, dt_kind, has_meta = seg.key
+            topic, source, unit, kind, dtype, shape, dt_kind, has_meta, index = seg.key
             tg = f.require_group(group_name(topic))
             if "topic" not in tg.attrs:
                 tg.attrs["topic"] = topic
@@ -264,9 +284,14 @@ class HDF5Endpoint(StorageEndpoint):
             g = tg.create_group(name)
             g.attrs.update({"source": source, "unit": unit, "kind": kind, "dtype": dtype,
                             "shape": codec.format_shape(shape), "device_time": dt_kind,
-                            "meta": has_meta})
+                            "meta": has_meta,
+                            "index_keys": json.dumps([k for k, _ in index])})
+            for k, v in index:
+                g.attrs[f"index.{k}"] = json.loads(v)
             for col in ("order", "t_ns", "seq"):
                 _create_column(g, col, np.dtype("<i8"), (), s.chunk_bytes, comp)
+            g["t_ns"].attrs.update(units="ns since 1970-01-01T00:00:00Z",
+                                   description="host wall-clock time (UTC)")
             if has_value(kind, shape):
                 if kind == "array":
                     _create_column(g, "value", np.dtype(dtype), shape, s.chunk_bytes, comp)
@@ -275,8 +300,10 @@ class HDF5Endpoint(StorageEndpoint):
                 else:
                     _create_column(g, "value", _STR if kind == "str" else _BYTES, (),
                                    s.chunk_bytes, {})
+                g["value"].attrs.update(units=unit, description=f"{topic} from {source}")
             if dt_kind != "none":
                 _create_column(g, "device_time", _SCALARS[dt_kind], (), s.chunk_bytes, comp)
+                g["device_time"].attrs["description"] = "instrument clock (its own units)"
             if has_meta:
                 _create_column(g, "meta", _STR, (), s.chunk_bytes, {})
             self._disk[seg.key] = [g.name, 0]
@@ -305,7 +332,7 @@ def _create_column(g: h5py.Group, name: str, dtype: Any, shape: tuple[int, ...],
 
 
 def _columns(seg: _Segment, base: int) -> Iterator[tuple[str, Any]]:
-    _, _, _, kind, dtype, shape, dt_kind, has_meta = seg.key
+    _, _, _, kind, dtype, shape, dt_kind, has_meta, _ = seg.key
     if has_value(kind, shape):
         if kind == "array":
             yield "value", np.stack(seg.values) if shape else np.asarray(seg.values, dtype)

@@ -15,7 +15,8 @@ spectrum in dB (Hann window, fftshift); complex arrays are otherwise shown as ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = ["TopicData", "collect", "timeseries_figure", "spectrum_figure", "freq
            "envelope", "block_mean"]
 
 MAX_POINTS = 100_000
+_SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
 @dataclass
@@ -43,28 +45,48 @@ class TopicData:
     values: list[Any] = field(default_factory=list)
     skipped: int = 0  # measurements that did not fit (other shape, text in a numeric topic)
     meta: dict[str, Any] | None = None
+    #: the file name: the topic, plus the split values (``widar.spectrum-1-2-RR``)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.topic
 
     @property
     def count(self) -> int:
         return len(self.t_ns)
 
 
-def collect(measurements: Iterable[Measurement]) -> dict[str, TopicData]:
-    """Group by topic; a topic is an array topic if its first value is an array, and keeps
-    the arrays of the first shape seen (others are counted in ``skipped``)."""
+def _group(m: Measurement, split: Sequence[str]) -> tuple[str, str, str]:
+    """(key, title, file name) of the series ``m`` belongs to: its topic, split by the values
+    of the ``split`` meta keys it has (``widar.spectrum [baseline=1-2 polarization=RR]``)."""
+    meta = m.meta if isinstance(m.meta, dict) else {}
+    parts = [(k, meta[k]) for k in split if isinstance(meta.get(k), (str, int, float, bool))]
+    if not parts:
+        return m.topic, m.topic, m.topic
+    label = " ".join(f"{k}={v}" for k, v in parts)
+    name = m.topic + "-" + "-".join(_SAFE.sub("_", str(v)) for _, v in parts)
+    return f"{m.topic}\0{label}", f"{m.topic} [{label}]", name
+
+
+def collect(measurements: Iterable[Measurement], split: Sequence[str] = ()
+            ) -> dict[str, TopicData]:
+    """Group by topic (and by the values of the ``split`` meta keys: one series per product);
+    a series is an array series if its first value is an array, and keeps the arrays of the
+    first shape seen (others are counted in ``skipped``)."""
     out: dict[str, TopicData] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for m in measurements:
         v = m.value
-        td = out.get(m.topic)
+        key, title, name = _group(m, split) if split else (m.topic, m.topic, m.topic)
+        td = out.get(key)
         if td is None:
             kind = "array" if isinstance(v, np.ndarray) and v.ndim else \
                 "text" if isinstance(v, (str, bytes)) else "scalar"
-            td = out[m.topic] = TopicData(m.topic, m.unit, kind)
+            td = out[key] = TopicData(title, m.unit, kind, name=name)
             if kind == "array":
-                shapes[m.topic] = v.shape
+                shapes[key] = v.shape
         if td.kind == "array":
-            if not isinstance(v, np.ndarray) or v.shape != shapes[m.topic]:
+            if not isinstance(v, np.ndarray) or v.shape != shapes[key]:
                 td.skipped += 1
                 continue
         elif td.kind == "scalar":

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from radlogger.measurement import Measurement
-from radlogger.options import Option
+from radlogger.options import Option, OptionError
 from radlogger.store import codec
-from radlogger.store.sqlite import FORMAT, SCHEMA, VERSION
+from radlogger.store.selection import PRODUCT_KEYS
+from radlogger.store.sqlite import FORMAT, KEY_RE, SCHEMA, VERSION, meta_index
 
 from .base import StorageEndpoint
 
@@ -45,10 +46,16 @@ class SQLiteEndpoint(StorageEndpoint):
     options = (
         Option("max_bytes", int, 0, "cap the database size; at the cap writes fail as on a "
                "full disk (0 = no cap)", min=0),
+        Option("index_keys", list, list(PRODUCT_KEYS), "meta keys with an expression index "
+               "(json_extract): queries and --where by product stay fast"),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
+        for key in self.settings.index_keys:
+            if not KEY_RE.match(key):
+                raise OptionError("index_keys", f"index_keys: {key!r} is not a plain meta key "
+                                  "(letters, digits, _)")
         self._conn: sqlite3.Connection | None = None
         self._series: dict[tuple[str, str, str], int] = {}
         self._new_series: set[tuple[str, str, str]] = set()
@@ -86,6 +93,12 @@ class SQLiteEndpoint(StorageEndpoint):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            for key in self.settings.index_keys:
+                try:
+                    conn.execute(meta_index(key))
+                except sqlite3.OperationalError as exc:  # an SQLite without JSON functions
+                    if "no such function" not in str(exc):
+                        raise
             conn.execute("INSERT OR IGNORE INTO radlogger_info VALUES ('format', ?)", (FORMAT,))
             conn.execute("INSERT OR IGNORE INTO radlogger_info VALUES ('version', ?)",
                          (VERSION,))

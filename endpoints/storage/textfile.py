@@ -48,6 +48,9 @@ class TextFileEndpoint(StorageEndpoint):
         Option("gzip", bool, False, "compress; every flush appends one complete gzip member "
                "(.gz is added to path)"),
         Option("gzip_level", int, 6, "gzip compression level", min=1, max=9),
+        Option("arrays", str, "base64", "how arrays are written: base64 of the raw bytes "
+               "(compact) or json lists (readable by any JSON or spreadsheet tool; complex "
+               "numbers as [re, im])", choices=("base64", "json")),
     )
     #: first line of every new file (CSV column names), or empty
     header = b""

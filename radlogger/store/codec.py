@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ import numpy as np
 __all__ = ["KINDS", "classify", "array_type", "parse_array_type", "array_to_bytes",
            "array_from_bytes", "meta_to_json", "meta_from_json", "check_device_time",
            "b64encode", "b64decode", "INT64_MIN", "INT64_MAX",
-           "json_default", "parse_shape", "format_shape"]
+           "json_default", "parse_shape", "format_shape", "array_to_list", "array_from_list",
+           "iso_utc"]
 
 KINDS = ("none", "bool", "int", "float", "str", "bytes", "array")
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
@@ -98,6 +100,43 @@ def array_from_bytes(buf: bytes, dtype: np.dtype | str, shape: tuple[int, ...]) 
     """A writable array (consumers of replayed data may work in place)."""
     arr = np.frombuffer(buf, dtype=np.dtype(dtype))
     return arr.reshape(shape).copy()
+
+
+def array_to_list(arr: np.ndarray) -> list[Any]:
+    """An array as (nested) JSON lists for readers without base64: complex numbers as
+    ``[re, im]`` pairs, a 0-d array as ``[x]``; exact with the dtype and shape of
+    :func:`array_type` (a float32 becomes the double of the same value)."""
+    if arr.dtype.kind == "c":
+        arr = np.stack([arr.real, arr.imag], axis=-1)
+    out: Any = arr.tolist()
+    return out if arr.ndim else [out]
+
+
+def array_from_list(items: Any, dtype: np.dtype | str, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`array_to_list`."""
+    dt = np.dtype(dtype)
+    if dt.kind == "c":
+        parts = np.asarray(items, dtype=dt.type(0).real.dtype).reshape(*shape, 2)
+        out = np.empty(shape, dt)
+        out.real, out.imag = parts[..., 0], parts[..., 1]
+        return out
+    return np.asarray(items, dtype=dt).reshape(shape)
+
+
+_iso_second: list[Any] = [None, ""]
+
+
+def iso_utc(t_ns: int) -> str:
+    """``2024-05-01T12:00:00.123456789Z``: the time people (and spreadsheets) read, exact to
+    the ns beside the integer ``t_ns`` (which spreadsheets and JavaScript round)."""
+    sec, ns = divmod(t_ns, 1_000_000_000)
+    cached = _iso_second  # one formatting per second of data, not per row
+    if cached[0] != sec:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        cached[0], cached[1] = sec, text  # a race only formats the same text twice
+    else:
+        text = cached[1]
+    return f"{text}.{ns:09d}Z"
 
 
 def parse_shape(text: str | None) -> tuple[int, ...]:

@@ -1,13 +1,16 @@
 """Reading the CSV store (format and writer: radlogger.endpoints.storage.csv).
 
-Columns: ``t_ns, source, topic, seq, type, value, unit, device_time, meta``; ``type`` says how to
-read ``value`` back exactly (``int``, ``float``, ``bool``, ``str``, ``none``, ``bytes`` as base64,
-or an array's dtype and shape such as ``<f4[1024]`` with its raw bytes base64 encoded).
+Columns: ``t_ns, time, source, topic, seq, type, value, unit, device_time, meta``; ``time`` is
+``t_ns`` in ISO 8601 UTC (files written before it existed lack the column, and read the same);
+``type`` says how to read ``value`` back exactly (``int``, ``float``, ``bool``, ``str``,
+``none``, ``bytes`` as base64, or an array's dtype and shape such as ``<f4[1024]`` with its raw
+bytes base64 encoded, or as a JSON list with ``arrays = json``).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -23,7 +26,9 @@ from .selection import Selection
 
 __all__ = ["read_file", "file_topics", "COLUMNS", "QUOTE", "parse_device_time"]
 
-COLUMNS = ("t_ns", "source", "topic", "seq", "type", "value", "unit", "device_time", "meta")
+COLUMNS = ("t_ns", "time", "source", "topic", "seq", "type", "value", "unit", "device_time",
+           "meta")
+_OLD_COLUMNS = COLUMNS[:1] + COLUMNS[2:]  # before the time column
 QUOTE = b'"'
 _INT_RE = re.compile(r"^-?\d+$")
 
@@ -49,6 +54,8 @@ def _value(kind: str, text: str) -> Any:
     if kind == "bytes":
         return codec.b64decode(text)
     dtype, shape = codec.parse_array_type(kind)
+    if text.startswith("["):  # arrays = json (base64 never starts with "[")
+        return codec.array_from_list(json.loads(text), dtype, shape)
     return codec.array_from_bytes(codec.b64decode(text), dtype, shape)
 
 
@@ -60,11 +67,13 @@ def parse_device_time(text: str) -> int | float | None:
 
 def _rows(path: Path) -> Iterator[list[str]]:
     reader = csv.reader(LineSource(path, QUOTE))  # whole records: a str may hold newlines
-    header = list(COLUMNS)
+    headers = (list(COLUMNS), list(_OLD_COLUMNS))
     for row in reader:
-        if row == header:
+        if row in headers:
             continue
-        if len(row) != len(COLUMNS):
+        if len(row) == len(COLUMNS):
+            del row[1]  # the time column is t_ns for people; t_ns is the exact one
+        elif len(row) != len(_OLD_COLUMNS):
             raise ValueError(f"{path}, row {reader.line_num}: expected {len(COLUMNS)} "
                              f"columns ({', '.join(COLUMNS)}), got {len(row)}")
         yield row

@@ -19,13 +19,21 @@ import numpy as np
 from radlogger.measurement import Measurement
 
 from . import codec
-from .selection import Selection
+from .selection import PRODUCT_KEYS, Selection
 
 __all__ = ["read_file", "file_topics", "open_readonly", "FORMAT", "Key", "segments",
-           "segment_key", "complete_rows", "has_value", "group_name"]
+           "segment_key", "complete_rows", "has_value", "group_name", "index_of", "INDEX_KEYS",
+           "LIBVER_SWMR", "LIBVER_PLAIN"]
 
 FORMAT = "radlogger-hdf5"
-Key = tuple[str, str, str, str, str, tuple[int, ...], str, bool]
+#: (key, JSON of the value) of the segment's indexed meta keys, in the order configured
+Index = tuple[tuple[str, str], ...]
+Key = tuple[str, str, str, str, str, tuple[int, ...], str, bool, Index]
+#: meta keys indexed by default: what tells a correlator's output products apart
+INDEX_KEYS = PRODUCT_KEYS
+#: HDF5 file format bounds: readable by HDF5 1.10 tools (Debian's h5dump); SWMR needs v110
+LIBVER_SWMR = ("v110", "v110")
+LIBVER_PLAIN = ("earliest", "v110")
 
 _READ_BLOCK_BYTES = 32 << 20
 
@@ -38,9 +46,27 @@ def has_value(kind: str, shape: tuple[int, ...]) -> bool:
     return kind != "none" and not (kind == "array" and 0 in shape)
 
 
+def index_of(meta: Any, keys: Any) -> Index:
+    """The indexed part of a measurement's meta: scalar values of ``keys`` present."""
+    if not keys or not isinstance(meta, dict):
+        return ()
+    return tuple((k, json.dumps(meta[k])) for k in keys
+                 if isinstance(meta.get(k), (str, int, float, bool)))
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def segment_index(a: Any) -> Index:
+    keys = json.loads(a.get("index_keys", "[]"))
+    return tuple((k, json.dumps(_plain(a[f"index.{k}"]))) for k in keys)
+
+
 def segment_key(topic: str, a: Any) -> Key:
     return (topic, str(a["source"]), str(a["unit"]), str(a["kind"]), str(a["dtype"]),
-            codec.parse_shape(str(a["shape"])), str(a["device_time"]), bool(a["meta"]))
+            codec.parse_shape(str(a["shape"])), str(a["device_time"]), bool(a["meta"]),
+            segment_index(a))
 
 
 def segments(f: h5py.File) -> Iterator[tuple[str, h5py.Group]]:
@@ -75,7 +101,9 @@ def open_readonly(path: Path) -> h5py.File:
 def _segment_reader(g: h5py.Group, topic: str, sel: Selection
                     ) -> Iterator[tuple[int, Measurement]]:
     a = g.attrs
-    _, source, unit, kind, dtype, shape, dt_kind, has_meta = segment_key(topic, a)
+    _, source, unit, kind, dtype, shape, dt_kind, has_meta, index = segment_key(topic, a)
+    if not sel.index_ok(index):
+        return
     rows = complete_rows(g)
     if not rows:
         return

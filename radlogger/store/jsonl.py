@@ -1,7 +1,9 @@
 """Reading the JSON lines store (format and writer: radlogger.endpoints.storage.jsonl).
 
 One JSON object per line; ``bytes`` and arrays carry ``"type"`` (``"bytes"``, or dtype and shape
-such as ``"<c8[2,512]"``) with the raw bytes base64 encoded in ``value``.
+such as ``"<c8[2,512]"``) with the raw bytes base64 encoded in ``value`` (or, with ``arrays =
+json``, as nested lists, complex numbers as ``[re, im]``).  ``time`` (ISO 8601 UTC, beside
+``t_ns``) is for people and is not read back.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def _decode(rec: dict[str, Any]) -> Measurement:
         value = codec.b64decode(value)
     elif kind is not None:
         dtype, shape = codec.parse_array_type(kind)
-        value = codec.array_from_bytes(codec.b64decode(value), dtype, shape)
+        if isinstance(value, list):  # arrays = json
+            value = codec.array_from_list(value, dtype, shape)
+        else:
+            value = codec.array_from_bytes(codec.b64decode(value), dtype, shape)
     return Measurement(rec["source"], rec["topic"], value, rec["t_ns"], rec["unit"],
                        rec["device_time"], rec["meta"], rec["seq"])
 

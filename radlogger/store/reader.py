@@ -17,8 +17,10 @@ on first use: h5py is optional and slow to import.
 from __future__ import annotations
 
 import glob
+import heapq
 import importlib
 from collections.abc import Iterable, Iterator
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,13 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KIND_BY_EXTENSION = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".sqlite": "sqlite",
                      ".sqlite3": "sqlite", ".db": "sqlite", ".h5": "hdf5", ".hdf5": "hdf5",
                      ".he5": "hdf5"}
+#: files radlogger writes but cannot append to as a store: the spectrum sink's record files
+READ_ONLY_EXTENSIONS = {".npy": "npy", ".npz": "npz"}
 _MODULES = {"csv": "radlogger.store.csv", "jsonl": "radlogger.store.jsonl",
-            "sqlite": "radlogger.store.sqlite", "hdf5": "radlogger.store.hdf5"}
+            "sqlite": "radlogger.store.sqlite", "hdf5": "radlogger.store.hdf5",
+            "npy": "radlogger.store.npy", "npz": "radlogger.store.npy"}
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class StoreError(ProtocolError, ValueError):
@@ -62,6 +69,10 @@ def detect(path: Path) -> str:
         return "sqlite"
     if head.startswith(HDF5_MAGIC):
         return "hdf5"
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(ZIP_MAGIC) and path.suffix == ".npz":
+        return "npz"
     if not head:
         guess = kind_for_path(path)
         if guess:
@@ -78,7 +89,8 @@ def detect(path: Path) -> str:
             return "csv"
         if not first:
             return kind_for_path(path) or "csv"
-    raise StoreError(f"{path} is not a radlogger store (CSV, JSON lines, SQLite or HDF5)")
+    raise StoreError(f"{path} is not a radlogger store (CSV, JSON lines, SQLite, HDF5 or "
+                     "a spectrum sink's .npy/.npz)")
 
 
 def resolve_files(path: str | Path) -> list[Path]:
@@ -96,12 +108,18 @@ def resolve_files(path: str | Path) -> list[Path]:
         files = ([c] if c.is_file() else []) + rotated_files(c)
         if files:
             break
+    if not files and p.is_dir():  # e.g. a spectrum sink's directory: its store files
+        files = sorted(f for f in p.iterdir() if f.is_file() and _store_like(f))
+        if not files:
+            raise StoreError(f"{p} is a directory without store files: give a store file "
+                             f"(or a glob such as '{p}/*.csv')")
     if not files:
-        if p.is_dir():
-            raise StoreError(f"{p} is a directory: give a store file (or a glob such as "
-                             f"'{p}/*.csv')")
         raise StoreError(f"no store at {p} (nor rotated files next to it)")
     return files
+
+
+def _store_like(path: Path) -> bool:
+    return kind_for_path(path) is not None or path.suffix in READ_ONLY_EXTENSIONS
 
 
 def _module(kind: str) -> Any:
@@ -120,13 +138,32 @@ class Store:
         return sorted({k for _, k in self.files})
 
     def read(self, topics: Iterable[str] | None = None, since_ns: int | None = None,
-             until_ns: int | None = None) -> Iterator[Measurement]:
-        sel = Selection.of(topics, since_ns, until_ns)
+             until_ns: int | None = None, where: Iterable[tuple[str, str]] | None = None
+             ) -> Iterator[Measurement]:
+        """Measurements in write order; ``where`` keeps those whose meta has these values
+        (HDF5 skips whole segments by their index attributes)."""
+        sel = Selection.of(topics, since_ns, until_ns, where)
+        if len(self.files) > 1 and {k for _, k in self.files} <= {"npy", "npz"}:
+            # a sink directory: one file per topic (and flush), merged back into time order
+            yield from heapq.merge(*(self._read_one(f, k, sel) for f, k in self.files),
+                                   key=attrgetter("t_ns"))
+            return
         for f, kind in self.files:
-            try:
-                yield from _module(kind).read_file(f, sel)
-            except (ValueError, KeyError, OSError) as exc:
-                raise StoreError(f"{f}: cannot read it as {kind}: {exc}") from exc
+            yield from self._read_one(f, kind, sel)
+
+    @staticmethod
+    def _read_one(f: Path, kind: str, sel: Selection) -> Iterator[Measurement]:
+        try:
+            it = _module(kind).read_file(f, sel)
+            if sel.where:
+                it = (m for m in it if sel.meta_ok(m.meta))
+            yield from it
+        except (ValueError, KeyError, OSError) as exc:
+            raise StoreError(f"{f}: cannot read it as {kind}: {exc}") from exc
+
+    def size(self) -> int:
+        """Bytes of the store's files (for progress bars)."""
+        return sum(f.stat().st_size for f, _ in self.files if f.exists())
 
     def topics(self, limit: int | None = None) -> list[str]:
         """Topics of the store; ``limit`` bounds the rows scanned per CSV/JSONL file."""
@@ -141,9 +178,11 @@ def open_store(path: str | Path) -> Store:
 
 
 def read(path: str | Path, topics: Iterable[str] | None = None, since_ns: int | None = None,
-         until_ns: int | None = None) -> Iterator[Measurement]:
-    """Measurements of the store at ``path`` in write order, filtered by topic and time."""
-    return Store(path).read(topics, since_ns, until_ns)
+         until_ns: int | None = None, where: Iterable[tuple[str, str]] | None = None
+         ) -> Iterator[Measurement]:
+    """Measurements of the store at ``path`` in write order, filtered by topic, time and
+    meta values."""
+    return Store(path).read(topics, since_ns, until_ns, where)
 
 
 def topics(path: str | Path) -> list[str]:

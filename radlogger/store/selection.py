@@ -7,16 +7,22 @@ window applies to ``t_ns`` (host wall-clock), ``since`` inclusive, ``until`` exc
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from radlogger.topics import pattern_matches
 
-__all__ = ["Selection", "parse_time"]
+__all__ = ["Selection", "parse_time", "parse_where", "PRODUCT_KEYS"]
+
+#: meta keys that tell a correlator's output products apart (WIDAR lag sets and spectra): the
+#: HDF5 store indexes them by default, ``plot`` draws one figure per product
+PRODUCT_KEYS = ("baseline", "baseband", "subband", "polarization", "phase_bin")
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -29,12 +35,33 @@ class Selection:
     topics: tuple[str, ...] = ()
     since_ns: int | None = None
     until_ns: int | None = None
+    #: meta conditions, (key, value as text): ``baseline=1-2`` keeps measurements whose
+    #: ``meta["baseline"]`` is ``"1-2"`` (numbers and bools compare by their JSON text)
+    where: tuple[tuple[str, str], ...] = ()
     _cache: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, topics: Iterable[str] | None = None, since_ns: int | None = None,
-           until_ns: int | None = None) -> Selection:
-        return cls(tuple(topics or ()), since_ns, until_ns)
+           until_ns: int | None = None, where: Iterable[tuple[str, str]] | None = None
+           ) -> Selection:
+        return cls(tuple(topics or ()), since_ns, until_ns, tuple(where or ()))
+
+    def meta_ok(self, meta: Any) -> bool:
+        """Whether ``meta`` satisfies every ``where`` condition (a missing key does not)."""
+        if not self.where:
+            return True
+        if not isinstance(meta, dict):
+            return False
+        return all(k in meta and _same(meta[k], text) for k, text in self.where)
+
+    def index_ok(self, index: Iterable[tuple[str, str]]) -> bool:
+        """Whether a segment indexed by ``index`` ((key, JSON value) pairs) may match: a
+        condition on a key the index lacks is left to :meth:`meta_ok`."""
+        if not self.where:
+            return True
+        known = dict(index)
+        return all(k not in known or _same(json.loads(known[k]), text)
+                   for k, text in self.where)
 
     def topic_ok(self, topic: str) -> bool:
         if not self.topics:
@@ -52,6 +79,23 @@ class Selection:
     @property
     def timed(self) -> bool:
         return self.since_ns is not None or self.until_ns is not None
+
+
+def _same(value: Any, text: str) -> bool:
+    if isinstance(value, str):
+        return value == text
+    return json.dumps(value) == text or str(value) == text
+
+
+def parse_where(items: Iterable[str]) -> list[tuple[str, str]]:
+    """``key=value`` texts as conditions; ValueError names a malformed one."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{item!r}: expected key=value, e.g. polarization=RR")
+        out.append((key.strip(), value.strip()))
+    return out
 
 
 def parse_time(text: str, now_ns: int | None = None) -> int:

@@ -6,6 +6,7 @@ and NaN, which SQLite stores as NULL); arrays are raw C-order bytes with ``dtype
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from radlogger.measurement import Measurement
 from . import codec
 from .selection import Selection
 
-__all__ = ["read_file", "file_topics", "connect_readonly", "SCHEMA", "FORMAT", "VERSION"]
+__all__ = ["read_file", "file_topics", "connect_readonly", "SCHEMA", "FORMAT", "VERSION",
+           "meta_index", "KEY_RE"]
 
 FORMAT = "radlogger-sqlite"
 VERSION = "1"
@@ -51,6 +53,35 @@ CREATE VIEW IF NOT EXISTS measurement_view AS
 """
 
 
+#: meta keys that can be indexed (they are written into SQL)
+KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _meta_expr(key: str) -> str:
+    return f"json_extract(meta, '$.{key}')"
+
+
+def meta_index(key: str) -> str:
+    """An expression index on one meta key (``index_keys``): ``WHERE json_extract(meta,
+    '$.baseline') = '1-2'`` — and so ``--where baseline=1-2`` — finds a product's rows
+    without reading the others."""
+    return f"CREATE INDEX IF NOT EXISTS meta_{key} ON measurements ({_meta_expr(key)})"
+
+
+def _candidates(text: str) -> list[Any]:
+    """SQL values a meta value written ``text`` by the user may have (the exact comparison is
+    Selection.meta_ok's, after this pre-filter)."""
+    out: list[Any] = [text]
+    for conv in (int, float):
+        try:
+            out.append(conv(text))
+        except ValueError:
+            pass
+    if text in ("true", "True", "false", "False"):
+        out.append(int(text in ("true", "True")))
+    return out
+
+
 def connect_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
@@ -78,7 +109,7 @@ def read_file(path: Path, sel: Selection) -> Iterator[Measurement]:
         if not wanted:
             return
         where: list[str] = []
-        args: list[int] = []
+        args: list[Any] = []
         if sel.topics:
             where.append(f"series IN ({','.join('?' * len(wanted))})")
             args.extend(wanted)
@@ -88,6 +119,11 @@ def read_file(path: Path, sel: Selection) -> Iterator[Measurement]:
         if sel.until_ns is not None:
             where.append("t_ns < ?")
             args.append(sel.until_ns)
+        for key, text in sel.where:
+            if KEY_RE.match(key) and text not in ("null", "None"):
+                values = _candidates(text)
+                where.append(f"{_meta_expr(key)} IN ({','.join('?' * len(values))})")
+                args.extend(values)
         sql = ("SELECT series, t_ns, seq, kind, value, dtype, shape, device_time, meta "
                "FROM measurements" + (" WHERE " + " AND ".join(where) if where else "") +
                " ORDER BY id")
