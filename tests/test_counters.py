@@ -16,7 +16,7 @@ from radlogger.pipeline import Pipeline
 from radlogger.reload import Reconfigurer
 from radlogger.status import StatusTracker, format_status
 
-_STORE = {"flushes", "lost", "files", "pending", "disk_errors"}
+_STORE = {"rows", "bytes", "flushes", "lost", "files", "pending", "disk_errors"}
 _LAZY = {"skipped", "own_outputs_ignored"}
 _ASSEMBLER = {"frames", "placed", "duplicates", "late", "emitted", "complete", "incomplete",
               "missing_frames", "evicted", "pending"}
@@ -40,7 +40,7 @@ PLUGINS: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {
     ("device", "widar_replay"): ({"path": "{tmp}/none.widar"}, _LAGSETS),
     ("device", "wsa4000"): ({"simulate": True},
                             {"connects", "packets", "gaps", "missing_packets", "bad_packets",
-                             "simulator_starts"}),
+                             "resync_bytes", "simulator_starts"}),
     ("endpoint", "log"): ({}, {"lines"}),
     ("endpoint", "null"): ({}, {"count", "out_of_order"}),
     ("endpoint", "fft"): ({}, _LAZY | {"fft_calls", "spectra"}),

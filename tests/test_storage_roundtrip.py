@@ -56,6 +56,8 @@ def test_through_a_pipeline_in_order(store, tmp_path: Path, pipeline: Pipeline) 
     assert [m.seq for m in back] == list(range(n))
     assert {m.topic for m in back} == {"syn.value"}
     assert endpoint.flushes >= n // 250
+    own = endpoint.counters()
+    assert own["rows"] == n and own["bytes"] > 0 and own["pending"] == 0
 
 
 @store_params

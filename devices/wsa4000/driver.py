@@ -158,6 +158,8 @@ class WSA4000Device(SimulatorOwner, Device):
     def counters(self) -> dict[str, int | float]:
         return {**super().counters(), "connects": self.connects, "packets": self.packets,
                 "gaps": self.gaps, "missing_packets": self.missing_packets,
+                "resync_bytes": self.bad_packets["skipped_bytes"]
+                + self.bad_packets["discarded_bytes"],
                 **by_reason("bad_packets", self.bad_packets)}
 
     def describe(self) -> str:

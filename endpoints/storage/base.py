@@ -63,6 +63,8 @@ class StorageEndpoint(DiskErrorPolicy, Endpoint):
         self.disk_errors: Counter[str] = Counter()  # by errno / SQLite error name
         self.last_error = ""
         self.flushes = 0
+        self.rows = 0  # measurements written to files (flushed)
+        self.bytes_written = 0  # their encoded size before the format's own overhead
         self.lost = 0  # accepted measurements that could not be written (also counted as drops)
         self.files: list[Path] = []  # every file this endpoint wrote, in order
         self.current_path: Path | None = None
@@ -86,7 +88,8 @@ class StorageEndpoint(DiskErrorPolicy, Endpoint):
         self._flusher: Flusher | None = None
 
     def counters(self) -> dict[str, int | float]:
-        return {"flushes": self.flushes, "lost": self.lost, "files": len(self.files),
+        return {"rows": self.rows, "bytes": self.bytes_written, "flushes": self.flushes,
+                "lost": self.lost, "files": len(self.files),
                 "pending": self._pending, **by_reason("disk_errors", self.disk_errors)}
 
     # ---------------------------------------------------------------- for subclasses
@@ -337,6 +340,8 @@ class StorageEndpoint(DiskErrorPolicy, Endpoint):
             return False
         # Written (the buffer is empty now): whatever fsync says, these rows are in the file
         # and must neither stay counted as pending nor be counted lost at stop.
+        self.rows += self._pending
+        self.bytes_written += self._buffered
         self._reset_pending()
         self.flushes += 1
         synced = True
