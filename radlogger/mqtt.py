@@ -191,7 +191,7 @@ class MQTTLink:
                  on_connected: Callable[[], None] | None = None,
                  on_lost: Callable[[], None] | None = None,
                  on_publish: Callable[[int], None] | None = None,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, status_topic: str | None = None) -> None:
         self.client = client
         self.host, self.port, self.keepalive = host, port, keepalive
         self.backoff = backoff
@@ -208,12 +208,18 @@ class MQTTLink:
         self.last_error = ""
         self.inbound = 0  # packets that made a callback fire (drives read draining)
         self._refused = ""
+        # Birth and last will: retained "online" at each connect, "offline" at a clean stop,
+        # and the broker publishes the will "offline" when we vanish without a DISCONNECT.
+        self.status_topic = status_topic
+        self._control_mids: set[int] = set()  # status/metadata publishes: not measurements
         self._io = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         client.on_connect = self._paho_connect
         client.on_publish = self._paho_publish
         client.connect_timeout = connect_timeout
+        if status_topic:
+            client.will_set(status_topic, b"offline", qos=1, retain=True)
         client.connect_async(host, port, keepalive)
 
     # ---------------------------------------------------------------- public
@@ -236,6 +242,17 @@ class MQTTLink:
                 return None
             return self.client.publish(topic, payload, qos, retain)
 
+    def publish_control(self, topic: str, payload: bytes) -> bool:
+        """A retained QoS 1 message that is not a measurement (status, metadata); False while
+        not connected."""
+        with self._io:
+            return self.connected and self._control(topic, payload)
+
+    def _control(self, topic: str, payload: bytes) -> bool:
+        info = self.client.publish(topic, payload, 1, True)
+        self._control_mids.add(info.mid)
+        return info.rc == 0
+
     # ---------------------------------------------------------------- paho callbacks
     def _paho_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
                       properties: Any) -> None:
@@ -250,11 +267,16 @@ class MQTTLink:
         self.state = "connected"
         if self.connects > 1 or self.disconnects:
             log.info("mqtt %s: reconnected to %s:%d", self.name, self.host, self.port)
+        if self.status_topic:
+            self._control(self.status_topic, b"online")
         self._on_connected()
 
     def _paho_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any,
                       properties: Any) -> None:
         self.inbound += 1
+        if mid in self._control_mids:
+            self._control_mids.discard(mid)
+            return
         self._on_publish(mid)
 
     # ---------------------------------------------------------------- network thread
@@ -322,6 +344,9 @@ class MQTTLink:
         return self._stop.wait(self.backoff.next_delay())
 
     def _shutdown(self) -> None:
+        if self.connected and self.status_topic:
+            with contextlib.suppress(OSError, ValueError):
+                self._control(self.status_topic, b"offline")
         close_client(self.client, self.connected)
         self.connected = False
         self.state = "stopped"
