@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # System packages the tests need: mosquitto (a real MQTT broker for the MQTT tests),
+# mosquitto-clients (mosquitto_sub, a real MQTT client the MQTT tests read with),
 # libusb-1.0-0 (pyusb's backend for board discovery), graphviz (radloggerd graph -> SVG/PNG).
 # Installs only what is missing; needs apt-get (Debian/Ubuntu) and root or sudo.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need+=(libusb-1.0-0)
 command -v dot >/dev/null 2>&1 || need+=(graphviz)
 if [ ${#need[@]} -eq 0 ]; then
