@@ -52,7 +52,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 
 def run(port: int, options: dict[str, Any], value: Any, n: int) -> tuple[float, MQTTEndpoint]:
-    p = Pipeline()
+    p = Pipeline(overflow="block", block_timeout=60)
     ep = p.add_endpoint(MQTTEndpoint("mq", port=port, inbox_size=n, window=1000, status=False,
                                      **options), subscribe=["src"])
     p.start()
@@ -64,7 +64,7 @@ def run(port: int, options: dict[str, Any], value: Any, n: int) -> tuple[float, 
     t0 = time.perf_counter()
     p.outlet("src").push_many(batch)
     deadline = time.monotonic() + 300
-    while ep.confirmed < n:
+    while ep.confirmed < n and ep.stats.dropped == 0:
         assert time.monotonic() < deadline, "benchmark workload did not finish"
         time.sleep(0.0005)
     elapsed = time.perf_counter() - t0

@@ -47,7 +47,14 @@ from radlogger.mqtt import (
     to_mqtt_topic,
 )
 from radlogger.options import Option
-from radlogger.payload import FORMATS, batch_item, describe, encode_one, join_batch
+from radlogger.payload import (
+    FORMATS,
+    batch_item,
+    describe,
+    encode_columns,
+    encode_one,
+    join_batch,
+)
 
 _OK = 0  # paho MQTT_ERR_SUCCESS
 
@@ -258,22 +265,30 @@ class MQTTEndpoint(Endpoint):
                     continue
                 out.append((to_mqtt_topic(prefix, m.topic), payload, 1))
             return out, failed
-        groups: dict[str, list[bytes]] = {}
+        groups: dict[str, list[Measurement]] = {}
+        chunks: list[list[Measurement]] = []
         for m in batch:
-            try:
-                item = batch_item(m, fmt)
-            except Exception as exc:  # noqa: BLE001
-                self.item_failed(m, exc)
-                failed += 1
-                continue
-            items = groups.setdefault(m.topic, [])
-            items.append(item)
-            if len(items) == size:
-                out.append((to_mqtt_topic(prefix, m.topic), join_batch(items, fmt), size))
+            group = groups.setdefault(m.topic, [])
+            group.append(m)
+            if len(group) == size:
+                chunks.append(group)
                 groups[m.topic] = []
-        for topic, items in groups.items():
-            if items:
-                out.append((to_mqtt_topic(prefix, topic), join_batch(items, fmt), len(items)))
+        chunks.extend(g for g in groups.values() if g)
+        for chunk in chunks:
+            payload = encode_columns(chunk) if fmt == "binary" else None
+            n = len(chunk)
+            if payload is None:
+                items = []
+                for m in chunk:
+                    try:
+                        items.append(batch_item(m, fmt))
+                    except Exception as exc:  # noqa: BLE001 - one bad value fails alone
+                        self.item_failed(m, exc)
+                        failed += 1
+                if not items:
+                    continue
+                payload, n = join_batch(items, fmt), len(items)
+            out.append((to_mqtt_topic(prefix, chunk[0].topic), payload, n))
         return out, failed
 
     def handle_batch(self, batch: list[Measurement]) -> None:

@@ -12,8 +12,12 @@ The ``mqtt`` endpoint writes, and the ``mqtt`` device reads, every form below
   beside ``t_ns`` (a 19-digit integer loses digits above 2^53 in JavaScript).
 * batches (:func:`encode_batch`): many measurements in one MQTT message.  JSON: a list of the
   documents above (``[{...},{...}]``); binary: ``b"RLB1"`` followed by the stream frames of
-  :func:`radlogger.wire.encode_frames`.  Batching is where MQTT gets its speed: a broker and a
-  client spend about the same per message whatever its size.
+  :func:`radlogger.wire.encode_frames`; a batch of plain numbers (one source, topic and unit,
+  no metadata, all ``float`` or all ``int``) goes as columns instead, ``b"RLC1"`` + u32 header
+  length + header JSON (``source, topic, unit, n, dtype``) + ``n`` int64 ``t_ns``, ``n`` int64
+  ``seq`` and ``n`` values (``<f8``/``<i8``): encoding is then a few numpy calls instead of a
+  JSON header per measurement (about 10x faster).  Batching is where MQTT gets its speed: a
+  broker and a client spend about the same per message whatever its size.
 
 Per-topic metadata (:func:`describe`) is what a dashboard needs to label a series without
 reading the data: ``{"topic", "unit", "type", "dtype", "shape"}``.
@@ -24,12 +28,14 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .measurement import Measurement
+from .topics import TOPIC_RE
 from .wire import (
     _DTYPE_RE,
     WireError,
@@ -46,10 +52,13 @@ from .wire import (
 )
 
 __all__ = ["BATCH_MAGIC", "FORMATS", "encode_one", "encode_json", "encode_batch", "batch_item",
-           "join_batch",
+           "join_batch", "encode_columns", "COLUMNS_MAGIC",
            "decode_payload", "describe", "iso_time"]
 
 BATCH_MAGIC = b"RLB1"
+COLUMNS_MAGIC = b"RLC1"
+_LEN = struct.Struct("<I")
+_COLUMN_DTYPES = {float: "<f8", int: "<i8"}
 FORMATS = ("binary", "json")
 _UTC = _dt.UTC
 
@@ -104,8 +113,64 @@ def join_batch(items: Sequence[bytes], fmt: str) -> bytes:
     return b"[" + b",".join(items) + b"]" if fmt == "json" else BATCH_MAGIC + b"".join(items)
 
 
+def encode_columns(ms: Sequence[Measurement]) -> bytes | None:
+    """The ``RLC1`` column form of a batch of plain numbers, or None if ``ms`` is not one."""
+    first = ms[0]
+    vtype = type(first.value)
+    dtype = _COLUMN_DTYPES.get(vtype)
+    if dtype is None:
+        return None
+    source, topic, unit = first.source, first.topic, first.unit
+    for m in ms:
+        if type(m.value) is not vtype or m.topic != topic or m.source != source or \
+                m.unit != unit or m.meta or m.device_time is not None:
+            return None
+    try:
+        values = np.array([m.value for m in ms], dtype=dtype)
+    except OverflowError:  # an int beyond int64
+        return None
+    t_ns = np.array([m.t_ns for m in ms], dtype="<i8")
+    seq = np.array([m.seq for m in ms], dtype="<i8")
+    header = _dump({"v": 1, "source": source, "topic": topic, "unit": unit, "n": len(ms),
+                    "dtype": dtype}, topic)
+    return b"".join((COLUMNS_MAGIC, _LEN.pack(len(header)), header, t_ns.tobytes(),
+                     seq.tobytes(), values.tobytes()))
+
+
+def _decode_columns(view: memoryview) -> list[Measurement]:
+    if len(view) < 8:
+        raise WireError("truncated column batch")
+    (hlen,) = _LEN.unpack_from(view, 4)
+    if 8 + hlen > len(view):
+        raise WireError(f"column header length {hlen} does not fit in {len(view)} bytes")
+    try:
+        h = json.loads(bytes(view[8:8 + hlen]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"column header is not JSON: {exc}") from None
+    if not isinstance(h, dict):
+        raise WireError("column header is not a JSON object")
+    n, dtype, topic = h.get("n"), h.get("dtype"), h.get("topic")
+    source, unit = h.get("source"), h.get("unit", "")
+    if not isinstance(n, int) or n < 0 or dtype not in _COLUMN_DTYPES.values() or \
+            not isinstance(topic, str) or not TOPIC_RE.match(topic) or \
+            not isinstance(source, str) or not isinstance(unit, str):
+        raise WireError("invalid column header")
+    body = view[8 + hlen:]
+    if len(body) != 24 * n:
+        raise WireError(f"column body has {len(body)} bytes, {n} rows need {24 * n}")
+    t_ns = np.frombuffer(body, "<i8", n, 0).tolist()
+    seq = np.frombuffer(body, "<i8", n, 8 * n).tolist()
+    values = np.frombuffer(body, dtype, n, 16 * n).tolist()
+    return [Measurement(source, topic, v, t, unit, None, None, q)
+            for t, q, v in zip(t_ns, seq, values, strict=True)]
+
+
 def encode_batch(ms: Sequence[Measurement], fmt: str) -> bytes:
-    """Many measurements in one payload: a JSON list, or ``RLB1`` + binary frames."""
+    """Many measurements in one payload: a JSON list, or binary (columns when it can)."""
+    if fmt != "json":
+        columns = encode_columns(ms) if ms else None
+        if columns is not None:
+            return columns
     return join_batch([batch_item(m, fmt) for m in ms], fmt)
 
 
@@ -148,6 +213,8 @@ def decode_payload(data: bytes | bytearray | memoryview) -> list[Measurement]:
     """Every measurement in an MQTT payload of any form above; raises :class:`WireError`."""
     view = memoryview(data)
     head = bytes(view[:4])
+    if head == COLUMNS_MAGIC:
+        return _decode_columns(view)
     if head == BATCH_MAGIC:
         return list(iter_frames(view[4:]))
     if head[:1] in (b"{", b"["):

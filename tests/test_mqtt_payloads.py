@@ -145,3 +145,43 @@ def test_the_will_says_offline_when_the_endpoint_vanishes(broker: Mosquitto,
             watch.wait()
         if watch.stdout is not None:
             watch.stdout.close()
+
+
+def test_batches_of_plain_numbers_go_as_columns_and_come_back_exact() -> None:
+    floats = [Measurement("s", "s.v", i / 3, t_ns=10**18 + i, unit="V", seq=i) for i in range(50)]
+    ints = [Measurement("s", "s.n", -(2**62) + i, t_ns=5, seq=i) for i in range(3)]
+    for ms in (floats, ints):
+        data = encode_batch(ms, "binary")
+        assert data[:4] == b"RLC1"
+        got = decode_payload(data)
+        assert [(m.source, m.topic, m.value, m.t_ns, m.unit, m.seq) for m in got] == \
+            [(m.source, m.topic, m.value, m.t_ns, m.unit, m.seq) for m in ms]
+        assert all(type(g.value) is type(m.value) for g, m in zip(got, ms, strict=True))
+    mixed = [*floats[:2], Measurement("s", "s.v", 1.0, meta={"k": 1})]
+    data = encode_batch(mixed, "binary")
+    assert data[:4] == b"RLB1" and decode_payload(data)[2].meta == {"k": 1}
+    with pytest.raises(WireError):
+        decode_payload(encode_batch(floats, "binary")[:-1])
+
+
+def test_batched_columns_through_the_device_with_a_broker_restart(
+        broker: Mosquitto, host_a: Pipeline, pipeline: Pipeline) -> None:
+    n = 3000
+    dev = pipeline.add_device(MQTTDevice("hostA", port=broker.port, **FAST))
+    sink = pipeline.add_endpoint(Recorder("sink"), subscribe=["hostA"])
+    pipeline.start()
+    wait_for(lambda: dev.counters()["connected"])
+    ep = host_a.add_endpoint(MQTTEndpoint("mq", port=broker.port, batch=50, batch_ms=20,
+                                          **FAST), subscribe=["src"])
+    host_a.start()
+    out = host_a.outlet("src")
+    out.push_many([Measurement("src", "src.v", float(i)) for i in range(n // 2)])
+    wait_for(lambda: len(sink.items) > 0)
+    broker.restart()
+    out.push_many([Measurement("src", "src.v", float(i)) for i in range(n // 2, n)])
+    assert host_a.stop(10)
+    dropped = ep.stats.dropped
+    wait_for(lambda: len({m.value for m in sink.items}) + dropped == n)
+    assert len(sink.items) == len({m.value for m in sink.items})  # duplicates dropped
+    assert ep.stats.handled + dropped == n and ep.confirmed == ep.stats.handled
+    assert ep.counters()["messages"] < n // 10
