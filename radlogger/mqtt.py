@@ -179,7 +179,7 @@ def service(client: paho.Client, timeout: float, activity: Callable[[], int],
             # Acknowledge at once: a broker with Nagle on (mosquitto's default) holds its last
             # PUBACK of a round until our delayed ACK (40 ms): 20 batched rounds/s at most.
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[attr-defined]
         if rc == ok and client.want_write():
             rc = client.loop_write()
         if rc == ok:
