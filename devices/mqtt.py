@@ -1,8 +1,10 @@
 """MQTT device: subscribes to topics published by other radloggerd instances (or any MQTT
 client) and re-publishes them in the local pipeline.
 
-Payloads in :mod:`radlogger.wire` form (what the ``mqtt`` endpoint sends) keep their value,
-unit, timestamps and metadata; with ``payload = value`` any MQTT message becomes a measurement
+Payloads in every form the ``mqtt`` endpoint sends (:mod:`radlogger.payload`: binary, JSON,
+batches of either) keep their value, unit, timestamps and metadata; the endpoint's retained
+``<prefix>/status`` and ``<prefix>/_meta/...`` messages are counted (``status_messages``,
+``meta_messages``), not relayed; with ``payload = value`` any MQTT message becomes a measurement
 whose value is the payload parsed as JSON (a number, text, a list) or else its text or bytes,
 on a topic derived from the MQTT topic.
 
@@ -39,8 +41,9 @@ from radlogger.mqtt import (
     service,
 )
 from radlogger.options import Option, by_reason
+from radlogger.payload import decode_payload
 from radlogger.relay import Deduplicator, adopt
-from radlogger.wire import WireError, decode
+from radlogger.wire import WireError
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class MQTTDevice(Device):
         self.client_id = s.client_id or default_client_id(name, unique=s.clean_session)
         self.dedupe = Deduplicator(s.dedupe_window) if s.dedupe else None
         self.received = 0
+        self.control = Counter[str]()  # status and metadata messages seen
         self._packets = 0  # callbacks seen (drives read draining)
         self.bad_messages: Counter[str] = Counter()
         self.client: paho.Client | None = None
@@ -140,21 +144,26 @@ class MQTTDevice(Device):
         self.received += 1
         self._packets += 1
         try:
-            m = self._measurement(msg)
+            ms = self._measurements(msg)
         except (WireError, ValueError) as exc:
             self._bad("undecodable" if isinstance(exc, WireError) else "bad_topic", msg, exc)
             return
-        if m is not None:
-            self.outlet.push(m)
+        if len(ms) == 1:
+            self.outlet.push(ms[0])
+        elif ms:
+            self.outlet.push_many(ms)
 
-    def _measurement(self, msg: paho.MQTTMessage) -> Measurement | None:
+    def _measurements(self, msg: paho.MQTTMessage) -> list[Measurement]:
         if self.settings.payload == "value":
             topic = f"{self.name}.{from_mqtt_topic(self.settings.topic_prefix, msg.topic)}"
-            return Measurement(self.name, topic, _plain_value(bytes(msg.payload)), now_ns())
-        m = decode(msg.payload)
-        if self.dedupe is not None and self.dedupe.seen(m):
-            return None
-        return adopt(m, self.name, self.prefix)
+            return [Measurement(self.name, topic, _plain_value(bytes(msg.payload)), now_ns())]
+        kind = _control_kind(msg)
+        if kind:
+            self.control[kind] += 1
+            return []
+        dedupe, name, prefix = self.dedupe, self.name, self.prefix
+        return [adopt(m, name, prefix) for m in decode_payload(msg.payload)
+                if dedupe is None or not dedupe.seen(m)]
 
     def _bad(self, reason: str, msg: paho.MQTTMessage, exc: Exception) -> None:
         self.bad_messages[reason] += 1
@@ -167,8 +176,21 @@ class MQTTDevice(Device):
 
     def counters(self) -> dict[str, int | float]:
         return {"connected": int(self._connected), "received": self.received,
+                "status_messages": self.control["status"],
+                "meta_messages": self.control["meta"],
                 "duplicates": self.dedupe.duplicates if self.dedupe else 0,
                 **by_reason("bad_messages", self.bad_messages)}
+
+
+def _control_kind(msg: paho.MQTTMessage) -> str:
+    """``status`` / ``meta`` for the endpoint's retained side messages, else ``""``."""
+    topic = msg.topic
+    if "/_meta/" in topic or topic.startswith("_meta/"):
+        return "meta"
+    if (topic == "status" or topic.endswith("/status")) and \
+            bytes(msg.payload) in (b"online", b"offline"):
+        return "status"
+    return ""
 
 
 def _plain_value(payload: bytes) -> Any:

@@ -1,8 +1,17 @@
 """MQTT endpoint: publishes measurements to an MQTT broker (Mosquitto), for other hosts.
 
-Topic ``wsa1.spectrum`` goes to ``<topic_prefix>/wsa1/spectrum``; the payload is
-:mod:`radlogger.wire` (JSON for scalars, readable by any MQTT tool; the compact binary form for
-arrays).  QoS 0 or 1, optional retain, TLS and username/password.
+Topic ``wsa1.spectrum`` goes to ``<topic_prefix>/wsa1/spectrum``; the payload is one of the
+forms of :mod:`radlogger.payload`: ``payload = binary`` (JSON for scalars, the compact binary
+form for arrays), ``payload = json`` (everything JSON, arrays as lists, an ISO time field), and
+with ``batch = N`` up to N measurements of one topic per MQTT message (a JSON list, or binary
+frames).  QoS 0 or 1, optional retain, TLS and username/password.  ``<prefix>/status`` is a
+retained ``online``/``offline`` (the last will, set at connect); ``metadata = yes`` keeps a
+retained ``{"topic","unit","type","dtype","shape"}`` on ``<prefix>/_meta/<topic path>``.
+
+Why batches: a broker and a client pay about the same per MQTT message whatever its size
+(paho 26,000 messages/s against 1.23 M measurements/s at 100 per message here).  ``batch_ms``
+trades latency for size: after a round of fewer than ``batch`` measurements the endpoint waits
+until ``batch_ms`` after the round's start, so the next round finds more in its inbox.
 
 Delivery and accounting.  A measurement counts as handled only once the broker acknowledged
 it (QoS 1: PUBACK) or it was written whole to the socket (QoS 0); at most ``window`` are in
@@ -13,10 +22,16 @@ flight are resent by paho (at least once: the MQTT device drops the duplicates),
 that never reached the socket are resent by us (:attr:`MQTTEndpoint.retries` counts both).
 At stop, what still cannot be sent by the deadline is dropped with reason ``mqtt_unavailable``:
 ``received == handled + dropped`` holds exactly.
+
+What PUBACK means: the broker took the message, not that it is stored.  A broker without
+``persistence true`` loses what it acknowledged but had not yet delivered when it restarts
+(tests/test_mqtt_durability.py shows both cases): durability is the broker's persistence plus
+a persistent-session subscriber (``clean_session = no``, QoS 1).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -32,7 +47,14 @@ from radlogger.mqtt import (
     to_mqtt_topic,
 )
 from radlogger.options import Option
-from radlogger.wire import encode
+from radlogger.payload import (
+    FORMATS,
+    batch_item,
+    describe,
+    encode_columns,
+    encode_one,
+    join_batch,
+)
 
 _OK = 0  # paho MQTT_ERR_SUCCESS
 
@@ -46,21 +68,35 @@ class MQTTEndpoint(Endpoint):
                min=1, max=65000),
         Option("backoff_initial", float, 0.5, "first reconnect delay in seconds", min=0),
         Option("backoff_max", float, 30.0, "longest reconnect delay in seconds", min=0),
+        Option("payload", str, "binary", "binary = JSON scalars and compact binary arrays; "
+               "json = everything JSON (arrays as lists, ISO time): for Node-RED, Telegraf, "
+               "Grafana", choices=FORMATS),
+        Option("batch", int, 1, "most measurements of one topic per MQTT message (1: one "
+               "each; more: a JSON list or binary frames, read by the mqtt device)", min=1,
+               max=100000),
+        Option("batch_ms", float, 0.0, "with batch > 1: wait until this long after a round "
+               "that did not fill a message, so the next one gathers more", min=0, max=10000),
+        Option("status", bool, True, "retained online/offline on <prefix>/status (last will)"),
+        Option("metadata", bool, False, "retained unit/type/dtype/shape per topic on "
+               "<prefix>/_meta/<topic path>"),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
         super().__init__(name, settings, **kw)
         self.link: MQTTLink | None = None
         self._cv = threading.Condition(threading.Lock())
-        self._outstanding: dict[int, tuple[str, bytes]] = {}  # mid -> message, until confirmed
+        # mid -> (topic, payload, measurements in it), until confirmed
+        self._outstanding: dict[int, tuple[str, bytes, int]] = {}
         self._early: set[int] = set()  # confirmations that beat the publish() call's return
-        self._retry: list[tuple[str, bytes]] = []  # QoS 0 messages the connection lost
+        self._retry: list[tuple[str, bytes, int]] = []  # QoS 0 messages the connection lost
+        self._meta_sent: dict[str, tuple[Any, ...]] = {}  # topic -> metadata published
         self._give_up_at: float | None = None
         self._stalled = False  # waiting for a broker that is not there
         self.confirmed = 0  # acknowledged by the broker (QoS 1) / written (QoS 0)
         self.retries = 0  # messages sent again after a connection loss
         self.unsent = 0  # given up at stop (also in stats as mqtt_unavailable)
         self.bytes_sent = 0
+        self.messages = 0  # MQTT messages published (a batch is one)
 
     @property
     def graph_target(self) -> str:
@@ -77,7 +113,9 @@ class MQTTEndpoint(Endpoint):
         self.link = MQTTLink(client, s.host, s.port, s.keepalive,
                              Backoff(s.backoff_initial, s.backoff_max), self.name,
                              on_connected=self._wake, on_lost=self._connection_lost,
-                             on_publish=self._confirm)
+                             on_publish=self._confirm,
+                             status_topic=to_mqtt_topic(s.topic_prefix, "status")
+                             if s.status else None)
         self.link.start()
 
     def deadline(self, at: float | None) -> None:
@@ -110,13 +148,15 @@ class MQTTEndpoint(Endpoint):
 
     # ---------------------------------------------------------------- network thread side
     def _wake(self) -> None:
+        self._meta_sent = {}  # a new connection: publish the metadata again
         with self._cv:
             self._cv.notify_all()
 
     def _confirm(self, mid: int) -> None:
         with self._cv:
-            if self._outstanding.pop(mid, None) is not None:
-                self.confirmed += 1
+            done = self._outstanding.pop(mid, None)
+            if done is not None:
+                self.confirmed += done[2]
                 self._cv.notify_all()
             else:
                 self._early.add(mid)
@@ -128,7 +168,8 @@ class MQTTEndpoint(Endpoint):
                 self._retry.extend(self._outstanding.values())
                 self._outstanding.clear()
             else:
-                self.retries += len(self._outstanding)  # paho resends them on reconnect
+                # paho resends them on reconnect
+                self.retries += sum(n for _, _, n in self._outstanding.values())
             self._cv.notify_all()
 
     # ---------------------------------------------------------------- endpoint thread side
@@ -154,7 +195,7 @@ class MQTTEndpoint(Endpoint):
         finally:
             self._stalled = False
 
-    def _send(self, topic: str, payload: bytes) -> bool:
+    def _send(self, topic: str, payload: bytes, count: int = 1) -> bool:
         s = self.settings
         while True:
             with self._cv:
@@ -170,14 +211,15 @@ class MQTTEndpoint(Endpoint):
                 with self._cv:
                     if info.mid in self._early:
                         self._early.discard(info.mid)
-                        self.confirmed += 1
+                        self.confirmed += count
                     else:
-                        self._outstanding[info.mid] = (topic, payload)
+                        self._outstanding[info.mid] = (topic, payload, count)
                 self.bytes_sent += len(payload)
+                self.messages += 1
                 return True
             # QoS 0 not written whole (the connection broke under it): send it again once the
             # link thread has noticed and reconnected.
-            self.retries += 1
+            self.retries += count
             with self._cv:
                 self._cv.wait(0.01)
 
@@ -190,28 +232,77 @@ class MQTTEndpoint(Endpoint):
                 if not self._retry:
                     return True
                 retry, self._retry = self._retry, []
-            self.retries += len(retry)
-            for i, (topic, payload) in enumerate(retry):
-                if not self._send(topic, payload):
+            self.retries += sum(n for _, _, n in retry)
+            for i, (topic, payload, n) in enumerate(retry):
+                if not self._send(topic, payload, n):
                     with self._cv:
                         self._retry[:0] = retry[i + 1:]
                     return False
 
-    def handle_batch(self, batch: list[Measurement]) -> None:
-        confirmed_before = self.confirmed
-        failed = 0
-        prefix = self.settings.topic_prefix
+    def _publish_metadata(self, batch: list[Measurement]) -> None:
+        link, prefix = self.link, self.settings.topic_prefix
         for m in batch:
-            try:
-                payload = encode(m)
-            except Exception as exc:  # noqa: BLE001 - one bad value must not stop the rest
-                self.item_failed(m, exc)
-                failed += 1
-                continue
-            if not self._send(to_mqtt_topic(prefix, m.topic), payload):
+            d = describe(m)
+            key = (d["unit"], d["type"], d.get("dtype"), tuple(d.get("shape", ())))
+            if link is not None and self._meta_sent.get(m.topic) != key and \
+                    link.publish_control(to_mqtt_topic(prefix, "_meta." + m.topic),
+                                         json.dumps(d).encode()):
+                self._meta_sent[m.topic] = key
+
+    def _messages(self, batch: list[Measurement]) -> tuple[list[tuple[str, bytes, int]], int]:
+        """(MQTT topic, payload, measurements in it) for the batch, and how many failed."""
+        s = self.settings
+        prefix, fmt, size = s.topic_prefix, s.payload, s.batch
+        out: list[tuple[str, bytes, int]] = []
+        failed = 0
+        if size == 1:
+            for m in batch:
+                try:
+                    payload = encode_one(m, fmt)
+                except Exception as exc:  # noqa: BLE001 - one bad value must not stop the rest
+                    self.item_failed(m, exc)
+                    failed += 1
+                    continue
+                out.append((to_mqtt_topic(prefix, m.topic), payload, 1))
+            return out, failed
+        groups: dict[str, list[Measurement]] = {}
+        chunks: list[list[Measurement]] = []
+        for m in batch:
+            group = groups.setdefault(m.topic, [])
+            group.append(m)
+            if len(group) == size:
+                chunks.append(group)
+                groups[m.topic] = []
+        chunks.extend(g for g in groups.values() if g)
+        for chunk in chunks:
+            payload = encode_columns(chunk) if fmt == "binary" else None
+            n = len(chunk)
+            if payload is None:
+                items = []
+                for m in chunk:
+                    try:
+                        items.append(batch_item(m, fmt))
+                    except Exception as exc:  # noqa: BLE001 - one bad value fails alone
+                        self.item_failed(m, exc)
+                        failed += 1
+                if not items:
+                    continue
+                payload, n = join_batch(items, fmt), len(items)
+            out.append((to_mqtt_topic(prefix, chunk[0].topic), payload, n))
+        return out, failed
+
+    def handle_batch(self, batch: list[Measurement]) -> None:
+        started = time.monotonic()
+        confirmed_before = self.confirmed
+        messages, failed = self._messages(batch)
+        for topic, payload, n in messages:
+            if not self._send(topic, payload, n):
                 break
         else:
+            if self.settings.metadata:  # after the data: the link is up by now
+                self._publish_metadata(batch)
             if self._settle():
+                self._linger(started, len(batch))
                 return
         lost = len(batch) - failed - (self.confirmed - confirmed_before)
         with self._cv:
@@ -221,11 +312,22 @@ class MQTTEndpoint(Endpoint):
             self.unsent += lost
             self.count_dropped("mqtt_unavailable", lost)
 
+    def _linger(self, started: float, n: int) -> None:
+        """Batch mode: let the inbox gather the next round's measurements (``batch_ms``)."""
+        s = self.settings
+        if s.batch == 1 or s.batch_ms <= 0 or n >= s.batch:
+            return
+        until = started + s.batch_ms / 1000
+        with self._cv:
+            while self._give_up_at is None and (left := until - time.monotonic()) > 0:
+                self._cv.wait(left)
+
     def counters(self) -> dict[str, int | float]:
         link = self.link
         return {
             "connected": int(bool(link and link.connected)),
             "confirmed": self.confirmed, "retries": self.retries, "unsent": self.unsent,
+            "messages": self.messages,
             "in_flight": len(self._outstanding), "bytes_sent": self.bytes_sent,
             "connects": link.connects if link else 0,
             "disconnects": link.disconnects if link else 0,
