@@ -118,8 +118,9 @@ class IcefarmSockets:
     # ---------------------------------------------------------------- events out (any thread)
     def on_event(self, ev: dict[str, Any]) -> None:
         kind = ev.get("event", "")
-        if kind not in self.forward:
-            return
+        if kind not in self.forward or (kind == "reservation_end"
+                                        and ev.get("reason") == "failure"):
+            return  # a failed board's clients get ``failure`` alone, as from iCEFARM
         if kind == "devices_available":
             msg = _message("meta", [{"event": "devices_available",
                                      "amount": int(ev.get("available",
