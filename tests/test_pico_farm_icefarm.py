@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -157,3 +158,42 @@ def test_control_and_two_workers_then_a_worker_dies_and_returns(icefarm: str,
         for w in workers:
             w.stop()
         control.stop()
+
+
+def test_the_example_configuration_serves_the_client(icefarm: str, tmp_path: Path) -> None:
+    """etc/pico-farm.ini as shipped, on a free port and a temporary database."""
+    from daemon_helpers import DaemonProcess
+
+    from conftest import free_port
+
+    port = free_port()
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "etc" / "pico-farm.ini").read_text()
+    text = text.replace("port = 8080", f"port = {port}").replace(
+        "db = pico-farm.sqlite", f"db = {tmp_path / 'farm.sqlite'}").replace(
+        "path = pico-farm.jsonl", f"path = {tmp_path / 'farm.jsonl'}")
+    ini = tmp_path / "pico-farm.ini"
+    ini.write_text(text)
+    d = DaemonProcess("run", "-c", str(ini))
+    url = f"http://127.0.0.1:{port}"
+
+    def available() -> int:
+        try:
+            return int(get_json(url + "/available")["amount"])
+        except OSError:
+            assert d.proc.poll() is None, d.log()
+            return 0
+
+    try:
+        wait_for(lambda: available() == 4, 30, message="4 example boards")
+        # the example's boards count for 1 s (the real window): two bitstreams are enough
+        out = driver(icefarm, "evaluate", url, "erin", "pulsecount", "3", "2", "4")
+        check(out[-1]["results"], out[0]["reserved"], 2, 4)
+        out = driver(icefarm, "evaluate", url, "erin", "variance", "1", "1", "5")
+        check(out[-1]["results"], out[0]["reserved"], 1, 5, variance=True)
+    finally:
+        d.send(signal.SIGTERM)
+        assert d.finish(30) == 0, d.log()
+    records = [json.loads(ln) for ln in (tmp_path / "farm.jsonl").read_text().splitlines()]
+    topics = {r.get("topic", "") for r in records}
+    assert {"farm.results", "farm.state", "farm.reservation_end"} <= topics, topics
