@@ -49,6 +49,8 @@ class Farm:
         #: control tells the board's worker to release it)
         self.on_end: Callable[[dict[str, Any], str], None] | None = None
         self._boots: dict[str, str] = {}  # worker -> boot id of its process
+        #: reflashes and tests local boards after their reservations (flash = yes)
+        self.reflasher: Any = None
         self.claims_refused = 0
         self.states: dict[str, State] = {}
         self._lock = threading.RLock()
@@ -73,7 +75,10 @@ class Farm:
         if self.on_end is not None and r.get("worker") != self.worker:
             self.on_end(r, reason)
         if reason != "failure":
-            self._state_event(r["serial"], "testing")
+            if self.reflasher is not None and r["serial"] in self.local_boards():
+                self.reflasher.submit(r["serial"])
+            else:
+                self._state_event(r["serial"], "testing")
         self.hub.publish("reservation_end", r["client"], serial=r["serial"], reservation=r["id"],
                          reason=reason, **facts)
 
@@ -224,7 +229,8 @@ class Farm:
                     if self.db.set_status(serial, "available", only_from=("testing",)):
                         available.append(serial)
                         self._state_event(serial, "available")
-                elif status == "broken":
+                elif status == "broken" and not (self.reflasher is not None
+                                                 and serial in self.reflasher.broken):
                     self.db.set_status(serial, "testing", only_from=("broken",))
                 continue
             since = self._unhealthy_since.setdefault(serial, now)

@@ -22,11 +22,13 @@ from radlogger.options import Option, OptionError, by_reason
 from radlogger.registries import Registries
 from radlogger.web import WebError, WebServer, resolve_token
 
+from ..protocol import FIRMWARES
 from .api import start_api
 from .compat import add_control_routes
 from .control import Farm
 from .events import EVENT_TYPES
 from .icefarm import IcefarmSockets
+from .reflash import Reflasher, load_image
 from .registry import boards
 from .roles import ControlLink, ControlOps, WorkerLink
 from .sessions import Sessions
@@ -91,6 +93,15 @@ class FarmDevice(Device):
                "dropped after this many seconds", min=0.01),
         Option("socketio_buffer_mb", float, 100.0, "largest Socket.IO message in MiB (an "
                "iCEFARM batch of bitstreams)", min=0.1),
+        Option("flash", bool, False, "reflash the default firmware, test it and flash the "
+               "board's own firmware again after every reservation (iCEFARM's cycle)"),
+        Option("firmware_default", str, "", "default firmware image (.uf2 or .bin) for flash"),
+        Option("firmware_pulsecount", str, "", "pulse-count firmware image for flash"),
+        Option("firmware_variance", str, "", "variance firmware image for flash"),
+        Option("flash_timeout", float, 30.0, "seconds a flashed board has to come back",
+               min=0.1),
+        Option("flash_sim_root", str, "", "flash simulated boards (radlogger.devices.pico."
+               "simflash) living in this directory, with simulated firmware images"),
         Option("max_pending_events", int, 100000, "farm events waiting for the broker; beyond "
                "it they are dropped and counted (instrument data keeps the queue)", min=1),
     )
@@ -143,9 +154,32 @@ class FarmDevice(Device):
         if self.sockets is not None:
             out.update({f"icefarm.{k}": v for k, v in self.sockets.counters().items()})
         for link in self.links:
+            if isinstance(link, Reflasher):
+                out.update(link.counters())
+                continue
             out.update({f"link.{k}": v for k, v in vars(link).items()
                         if isinstance(v, int) and not isinstance(v, bool)})
         return out
+
+    def _reflasher(self, farm: Farm) -> Reflasher:
+        s = self.settings
+        if s.flash_sim_root:
+            from ..simflash import SimUsbView, sim_firmware
+            from ..uf2 import bin_to_uf2
+
+            images = {k: bin_to_uf2(sim_firmware(k)) for k in ("default", *FIRMWARES)}
+            return Reflasher(farm, images, SimUsbView(s.flash_sim_root), s.flash_timeout)
+        images = {}
+        for k in ("default", *FIRMWARES):
+            path = s[f"firmware_{k}"]
+            if not path:
+                raise OptionError(f"firmware_{k}", f"device {self.name}: flash = yes needs "
+                                  f"firmware_{k} (a .uf2 or .bin image)")
+            try:
+                images[k] = load_image(path)
+            except OSError as exc:
+                raise OptionError(f"firmware_{k}", f"{path}: {exc.strerror}") from None
+        return Reflasher(farm, images, None, s.flash_timeout)
 
     def _sink(self, ev: dict[str, Any]) -> None:
         """Farm events for the broker, bounded: bookkeeping never crowds out instrument data."""
@@ -181,6 +215,9 @@ class FarmDevice(Device):
             farm.close()
             raise
         farm.url = s.url.rstrip("/") or server.url
+        if s.flash:
+            farm.reflasher = self._reflasher(farm)
+            self.links.append(farm.reflasher)
         farm.restore()
         self.server = server
         if s.role != "worker":
@@ -212,6 +249,8 @@ class FarmDevice(Device):
                 value = ev["remaining_s"]
             elif kind == "state":
                 value = ev["status"]
+            elif kind == "flash":
+                value = ev["step"]
             else:
                 value = len(ev.get("serials", ()))
             self.emit(kind, value, meta=ev)

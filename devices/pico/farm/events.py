@@ -24,7 +24,7 @@ from typing import Any
 __all__ = ["EventHub", "EVENT_TYPES"]
 
 EVENT_TYPES = ("results", "reservation_ending", "reservation_end", "failure",
-               "devices_available", "state")
+               "devices_available", "state", "flash")
 
 
 class EventHub:
