@@ -17,9 +17,10 @@
 
 Served by the project's one HTTP stack (:mod:`radlogger.web`) on its own thread and loop.
 Every error is ``{"error": "<one line naming the field or thing and the fix>"}`` with a 4xx
-status; with a ``token`` configured every request needs ``Authorization: Bearer <token>``
-(401 otherwise).  Farm operations are short SQLite transactions run inline on the loop; the
-only waiting is the long-poll, which is asyncio-native.
+status (nested or non-UTF-8 bodies too); with a ``token`` configured every ``/api/`` request
+needs ``Authorization: Bearer <token>`` (401 otherwise; iCEFARM's root routes and Socket.IO
+have none).  Farm operations run in the default executor, never on the loop (issue 14: a
+500-board heartbeat blocked the API); the long-poll is asyncio-native.
 """
 
 from __future__ import annotations
@@ -134,16 +135,17 @@ def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20,
     @routes.post("/api/reserve")
     async def reserve(request: web.Request) -> web.Response:
         b = await _body(request)
-        rows = farm.reserve(_field(b, "client", str, True), _field(b, "kind", str, True),
-                            _field(b, "amount", int), _str_list(b, "serials"),
-                            _field(b, "duration", float), _field(b, "args", dict))
+        rows = await _off_loop(farm.reserve, _field(b, "client", str, True),
+                               _field(b, "kind", str, True), _field(b, "amount", int),
+                               _str_list(b, "serials"), _field(b, "duration", float),
+                               _field(b, "args", dict))
         return web.json_response({"reservations": rows})
 
     @routes.post("/api/extend")
     async def extend(request: web.Request) -> web.Response:
         b = await _body(request)
-        rows = farm.extend(_field(b, "client", str, True), _str_list(b, "serials"),
-                           _field(b, "duration", float))
+        rows = await _off_loop(farm.extend, _field(b, "client", str, True),
+                               _str_list(b, "serials"), _field(b, "duration", float))
         return web.json_response({"reservations": rows})
 
     @routes.post("/api/end")
@@ -153,20 +155,22 @@ def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20,
         if not serials:
             raise BadRequest("missing field 'serials' (use /api/end-all to end every "
                              "reservation of a client)")
-        return web.json_response({"ended": farm.end(_field(b, "client", str, True), serials)})
+        return web.json_response({"ended": await _off_loop(
+            farm.end, _field(b, "client", str, True), serials)})
 
     @routes.post("/api/end-all")
     async def end_all(request: web.Request) -> web.Response:
         b = await _body(request)
-        return web.json_response({"ended": farm.end(_field(b, "client", str, True))})
+        return web.json_response({"ended": await _off_loop(
+            farm.end, _field(b, "client", str, True))})
 
     @routes.post("/api/boards/{serial}/{method}")
     async def call(request: web.Request) -> web.Response:
         b = await _body(request)
         client = _field(b, "client", str, True)
         params = {k: v for k, v in b.items() if k != "client"}
-        result = farm.call(client, request.match_info["serial"], request.match_info["method"],
-                           params)
+        result = await _off_loop(farm.call, client, request.match_info["serial"],
+                                 request.match_info["method"], params)
         return web.json_response(result)
 
     @routes.delete("/api/boards/{serial}")
