@@ -24,7 +24,7 @@ def test_reservation_end_reflashes_and_tests(tmp_path: Path, fail: str) -> None:
     p = Pipeline()
     col = p.add_endpoint(Collector(), ["farm", "pico"])
     farm = p.add_device(FarmDevice("farm", db=str(tmp_path / "farm.sqlite"), port=free_port(),
-                                   worker="here", tick=0.01, flash=True, flash_timeout=5,
+                                   worker="here", tick=0.01, flash=True, flash_timeout=30,
                                    flash_sim_root=str(tmp_path / "usb")))
     p.add_device(PicoDevice("pico", port=str(board.link), farm="farm", **FAST))
     p.start()
@@ -39,16 +39,28 @@ def test_reservation_end_reflashes_and_tests(tmp_path: Path, fail: str) -> None:
             return str({d["serial"]: d["status"] for d in client.devices()}[SERIAL])
 
         if not fail:
-            wait_for(lambda: board.flashed == ["default", "pulsecount"], 20,
-                     message="default, then pulse-count firmware flashed")
-            wait_for(lambda: status() == "available", 20, message="available again")
+            try:
+                wait_for(lambda: board.flashed == ["default", "pulsecount"], 60,
+                         message="default, then pulse-count firmware flashed")
+            except AssertionError:
+                raise AssertionError(f"status {status()}, board {board.firmware} touches "
+                                     f"{board.touches} flashed {board.flashed}; "
+                                     f"{farm.counters()}") from None
+            wait_for(lambda: status() == "available", 60, message="available again")
             assert farm.counters()["flashed"] == 1
         else:
-            wait_for(lambda: status() == "broken", 20, message="broken after a failed step")
+            try:
+                wait_for(lambda: status() == "broken", 30, message="broken after a failed step")
+            except AssertionError:
+                raise AssertionError(f"status {status()}, board {board.firmware} touches "
+                                     f"{board.touches} flashed {board.flashed}; "
+                                     f"{farm.counters()}") from None
             assert farm.counters()["flash_failed"] == 1
             step = "test" if fail == "test" else "listing"
-            wait_for(lambda: any(m.topic == "farm.flash" and m.value == step
-                                 for m in col.snapshot()), message="flash failure published")
+            wait_for(lambda: any(m.topic == "farm.flash" for m in col.snapshot()),
+                     message="flash failure published")
+            steps = [(m.value, m.meta) for m in col.snapshot() if m.topic == "farm.flash"]
+            assert [v for v, _ in steps] == [step], steps
         states = [m.value for m in col.snapshot() if m.topic == "farm.state"]
         assert "reserved" in states and "flashing_default" in states
     finally:

@@ -64,7 +64,7 @@ def test_flash_default_then_pulse_count(tmp_path: Path, flasher: Flasher) -> Non
                                         ("listing", "listing"), ("uf2", "identity"),
                                         ("identity", "identity"), ("test", "test")])
 def test_each_step_can_fail(tmp_path: Path, flasher: Flasher, fail: str, step: str) -> None:
-    flasher.bootsel_timeout = flasher.back_timeout = 0.5
+    flasher.bootsel_timeout = flasher.back_timeout = 2.0  # the failing step waits this long
     board = FlashableBoard(SERIAL, tmp_path, fail=fail)
     try:
         with pytest.raises(FlashError) as err:
@@ -79,7 +79,7 @@ def test_each_step_can_fail(tmp_path: Path, flasher: Flasher, fail: str, step: s
 
 def test_a_bad_uf2_is_rejected_and_the_board_stays_in_bootsel(tmp_path: Path,
                                                               flasher: Flasher) -> None:
-    flasher.back_timeout = 0.3
+    flasher.back_timeout = 2.0
     board = FlashableBoard(SERIAL, tmp_path)
     try:
         with pytest.raises(FlashError) as err:

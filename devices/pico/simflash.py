@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import termios
 import threading
 import time
@@ -44,6 +45,14 @@ _MAGIC = b"RADLOGGER-SIM-FIRMWARE:"
 def sim_firmware(name: str, size: int = 4096) -> bytes:
     """A simulated firmware ``.bin``: the simulated boot ROM reads the name in its header."""
     return (_MAGIC + name.encode() + b"\n").ljust(size, b"\xff")
+
+
+def _complete(blob: bytes) -> bool:
+    """Whether all the blocks the first block announces are there (garbage counts as done)."""
+    if len(blob) < 512:
+        return False
+    (count,) = struct.unpack_from("<I", blob, 24)
+    return count > 100_000 or len(blob) >= count * 512
 
 
 class SimUsbView:
@@ -178,6 +187,8 @@ class FlashableBoard:
             if f.name in BOOTSEL_LISTING or f.suffix.lower() != ".uf2":
                 continue
             blob = f.read_bytes()
+            if not _complete(blob):
+                continue  # still being written (the bootloader takes blocks as they come)
             f.unlink()
             try:
                 image = read_uf2(blob)
