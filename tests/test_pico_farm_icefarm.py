@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -197,3 +198,29 @@ def test_the_example_configuration_serves_the_client(icefarm: str, tmp_path: Pat
     records = [json.loads(ln) for ln in (tmp_path / "farm.jsonl").read_text().splitlines()]
     topics = {r.get("topic", "") for r in records}
     assert {"farm.results", "farm.state", "farm.reservation_end"} <= topics, topics
+
+
+def test_reservation_ending_soon_is_extended_by_the_client(icefarm: str,
+                                                           tmp_path: Path) -> None:
+    """iCEFARM's ReservationExtender answers ``reservation ending soon`` with /extend."""
+    d = Farmd(tmp_path, "short", "both", boards=1,
+              extra="reservation_s = 4\nwarn_before_s = 3\n")
+    try:
+        d.wait_up()
+        wait_for(lambda: d.available() == 1, 20, message="board available")
+        client = hold(icefarm, d.url, "frank", 1)
+        assert client.stdout is not None
+        lines = [json.loads(client.stdout.readline()) for _ in range(2)]
+        (serial,) = next(ln["reserved"] for ln in lines if "reserved" in ln)
+        assert {"event": "reservation ending soon", "serial": serial} in lines
+
+        def expires() -> float:
+            rows = get_json(d.url + "/api/devices", token=TOKEN)["devices"]
+            return float(rows[0]["expires"] or 0)
+
+        # extended to a fresh reservation_s by the client's own handler
+        wait_for(lambda: expires() - time.time() > 3.0, 20, message="extended")
+        client.stdin.close()  # type: ignore[union-attr]
+        client.wait(30)
+    finally:
+        d.stop()
