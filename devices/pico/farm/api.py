@@ -38,6 +38,7 @@ from radlogger.web import WebServer
 
 from ..protocol import FIRMWARES
 from .control import Farm
+from .db import STATUSES
 from .errors import BadRequest, FarmError, Unauthorized
 from .roles import worker_release as release
 
@@ -204,8 +205,11 @@ def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20,
             fw = _field(item, "firmware", str, default="pulsecount")
             if fw not in FIRMWARES:
                 raise BadRequest(f"board firmware '{fw}': one of {', '.join(FIRMWARES)}")
+            status = _field(item, "status", str, default="")
+            if status and status not in STATUSES:
+                raise BadRequest(f"board status '{status}': one of {', '.join(STATUSES)}")
             boards.append({"serial": _field(item, "serial", str, True), "firmware": fw,
-                           "ok": _field(item, "ok", bool, default=True)})
+                           "ok": _field(item, "ok", bool, default=True), "status": status})
         refused = await _off_loop(farm.heartbeat, request.match_info["name"],
                                   _field(b, "url", str, default=""), boards,
                                   _field(b, "boot", str, default=""))

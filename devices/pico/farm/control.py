@@ -30,6 +30,9 @@ from .states import STATES, State
 
 __all__ = ["Farm"]
 
+#: statuses a worker's board passes through between reservations (not failures)
+_BETWEEN = ("await_flash_default", "flashing_default", "testing")
+
 log = logging.getLogger(__name__)
 
 
@@ -169,8 +172,15 @@ class Farm:
                     refused.append(b["serial"])
                     continue
                 status = self.db.register_board(b["serial"], worker, b["firmware"])
-                if b["ok"] and status in ("testing", "broken"):
-                    self.db.set_status(b["serial"], "available", only_from=("testing", "broken"))
+                theirs = b.get("status", "")
+                if not b["ok"] and theirs in _BETWEEN and status != "reserved":
+                    # the worker is flashing or testing it after a reservation: mirror that
+                    if status != theirs and self.db.set_status(b["serial"], theirs):
+                        self._state_event(b["serial"], theirs)
+                    continue
+                if b["ok"] and theirs != "reserved" and status in ("testing", "broken", *_BETWEEN):
+                    self.db.set_status(b["serial"], "available",
+                                       only_from=("testing", "broken", *_BETWEEN))
                     self._state_event(b["serial"], "available")
                     self.hub.broadcast("devices_available", serials=[b["serial"]],
                                        available=len(self.db.available()))

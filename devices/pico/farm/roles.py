@@ -184,8 +184,10 @@ class WorkerLink:
         statuses = self.farm.db.statuses()
         out = []
         for serial, board in self.farm.local_boards().items():
-            ok = statuses.get(serial) in ("available", "reserved")
-            out.append({"serial": serial, "firmware": board.settings.firmware, "ok": ok})
+            status = statuses.get(serial, "testing")
+            ok = status in ("available", "reserved")
+            out.append({"serial": serial, "firmware": board.settings.firmware, "ok": ok,
+                        "status": status})
         return out
 
     def beat(self) -> None:
