@@ -224,3 +224,38 @@ def test_reservation_ending_soon_is_extended_by_the_client(icefarm: str,
         client.wait(30)
     finally:
         d.stop()
+
+
+def test_a_worker_reflashes_after_the_reservation(icefarm: str, tmp_path: Path) -> None:
+    """Control + worker processes; the worker's board (a flashable simulated board living in
+    this process) is reflashed and tested after the client's reservation, and the control
+    shows it in flashing_default before it is available again."""
+    from radlogger.devices.pico.simflash import FlashableBoard
+
+    board = FlashableBoard("E6614C31AABB0002", tmp_path / "usb")
+    control = Farmd(tmp_path, "control", "control")
+    worker = None
+    try:
+        control.wait_up()
+        worker = Farmd(tmp_path, "wf", "worker", control_url=control.url,
+                       extra=f"flash = yes\nflash_sim_root = {tmp_path / 'usb'}\n\n"
+                             f"[device:fb]\ndriver = pico\nport = {board.link}\nfarm = farm\n"
+                             "count_window = 0.02\n")
+        wait_for(lambda: control.available() == 1, 30, message="board registered")
+        seen: set[str] = set()
+
+        def status() -> str:
+            rows = get_json(control.url + "/api/devices", token=TOKEN)["devices"]
+            seen.add(rows[0]["status"])
+            return str(rows[0]["status"])
+
+        out = driver(icefarm, "evaluate", control.url, "gina", "pulsecount", "1", "2", "6")
+        check(out[-1]["results"], out[0]["reserved"], 2, 6)
+        wait_for(lambda: board.flashed == ["default", "pulsecount"], 60, message="reflashed")
+        wait_for(lambda: status() == "available", 60, message="available after the flash")
+        assert "broken" not in seen
+    finally:
+        if worker is not None:
+            worker.stop()
+        control.stop()
+        board.stop()
