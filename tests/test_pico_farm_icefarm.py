@@ -259,3 +259,35 @@ def test_a_worker_reflashes_after_the_reservation(icefarm: str, tmp_path: Path) 
             worker.stop()
         control.stop()
         board.stop()
+
+
+def test_a_request_that_cannot_be_queued_is_answered(both: Farmd) -> None:
+    """Evaluations for a board the client does not hold come back as failed, not lost; a
+    malformed frame is dropped and counted, and the socket stays usable."""
+    import asyncio
+
+    import msgpack
+    import socketio
+
+    serial = get_json(both.url + "/devices")[0]
+
+    async def run() -> list[dict]:
+        got: asyncio.Queue[str] = asyncio.Queue()
+        sio = socketio.AsyncClient()
+        sio.on("event", got.put)
+        await sio.connect(both.url, auth={"client_id": "mallory"}, wait_timeout=10)
+        try:
+            await sio.emit("request", b"\xc1 not msgpack")
+            await sio.emit("request", msgpack.packb({
+                "serial": [serial], "event": "evaluate",
+                "contents": {"files": {"e1": b"x" * BITSTREAM_SIZE}, "batch_id": "b1"}}))
+            return [json.loads(await asyncio.wait_for(got.get(), 20))]
+        finally:
+            await sio.disconnect()
+
+    (msg,) = asyncio.run(run())
+    assert msg["serial"] == serial
+    (content,) = msg["contents"]
+    assert content["event"] == "results" and content["batch_id"] == "b1"
+    assert content["results"] == [["e1", None]]
+    assert content["failed"][0][0] == "e1" and "holds no reservation" in content["failed"][0][1]
