@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_pico_farm_api import farm_env
 
+from radlogger.devices.pico.farm.compat import ROUTES, parse_arguments
+from radlogger.devices.pico.farm.errors import BadRequest
 from radlogger.devices.pico.farm.sessions import Sessions
 
 
@@ -92,3 +97,25 @@ def test_sessions_are_capped_bounded_and_expire() -> None:
     c = s.counters()
     assert c["sessions_refused"] == 1 and c["events_dropped.backlog_full"] == 2
     assert c["events_dropped.no_session"] == 1 and c["sessions"] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300),
+                 st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                              lambda c: st.lists(c, max_size=4)
+                              | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                              max_leaves=20).map(json.dumps)),
+       st.sampled_from(sorted(ROUTES)))
+def test_icefarm_arguments_never_escape(raw: bytes | str, route: str) -> None:
+    """Any body on any iCEFARM route: the arguments, or a one-line BadRequest."""
+    try:
+        args = parse_arguments(raw, ROUTES[route])
+    except BadRequest as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert set(args) == set(ROUTES[route])
+
+
+def test_icefarm_arguments_deep_nesting() -> None:
+    with pytest.raises(BadRequest):
+        parse_arguments("[" * 200_000 + "]" * 200_000, ROUTES["/end"])

@@ -291,3 +291,17 @@ def test_a_request_that_cannot_be_queued_is_answered(both: Farmd) -> None:
     assert content["event"] == "results" and content["batch_id"] == "b1"
     assert content["results"] == [["e1", None]]
     assert content["failed"][0][0] == "e1" and "holds no reservation" in content["failed"][0][1]
+
+
+def test_the_three_host_example_is_valid(tmp_path: Path) -> None:
+    from daemon_helpers import run_cli
+
+    token = tmp_path / "token"
+    token.write_text("t0k3n\n")
+    root = Path(__file__).resolve().parents[1] / "etc" / "pico-farm"
+    for name in ("control.ini", "worker1.ini", "worker2.ini"):
+        text = (root / name).read_text().replace("/etc/radlogger/pico-farm.token", str(token))
+        ini = tmp_path / name
+        ini.write_text(text)
+        result = run_cli("check", "-c", str(ini))
+        assert result.returncode == 0, result.stderr

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .errors import BadRequest, FarmError
 
-__all__ = ["add_control_routes", "ROUTES"]
+__all__ = ["add_control_routes", "parse_arguments", "ROUTES"]
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,18 @@ async def arguments(request: web.Request, spec: dict[str, type]) -> dict[str, An
     """The route's arguments from the body or ``?json=``; :class:`BadRequest` naming the fix."""
     if not spec:
         return {}
+    if request.content_type == "application/json":
+        return parse_arguments(await request.read(), spec)
+    return parse_arguments(request.query.get("json"), spec)
+
+
+def parse_arguments(raw: bytes | str | None, spec: dict[str, type]) -> dict[str, Any]:
+    """Decode and type-check; any input at all gives a dict or :class:`BadRequest`."""
+    if raw is None:
+        raise BadRequest("send the arguments as a JSON body (Content-Type: application/json) "
+                         "or as ?json=<JSON>")
     try:
-        if request.content_type == "application/json":
-            raw = (await request.read()).decode("utf-8")
-        else:
-            raw = request.query.get("json")
-            if raw is None:
-                raise BadRequest("send the arguments as a JSON body (Content-Type: "
-                                 "application/json) or as ?json=<JSON>")
-        body = json.loads(raw)
+        body = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError
         raise BadRequest(f"the arguments are not JSON in UTF-8: {type(exc).__name__}") from None
     if not isinstance(body, dict):
