@@ -11,8 +11,10 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import msgpack
 import psutil
 import pytest
 from hypothesis import given, settings
@@ -21,6 +23,7 @@ from test_pico_farm_api import farm_env
 
 from radlogger.devices.pico.farm.compat import ROUTES, parse_arguments
 from radlogger.devices.pico.farm.errors import BadRequest
+from radlogger.devices.pico.farm.icefarm import IcefarmSockets
 from radlogger.devices.pico.farm.sessions import Sessions
 
 
@@ -119,3 +122,20 @@ def test_icefarm_arguments_never_escape(raw: bytes | str, route: str) -> None:
 def test_icefarm_arguments_deep_nesting() -> None:
     with pytest.raises(BadRequest):
         parse_arguments("[" * 200_000 + "]" * 200_000, ROUTES["/end"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
+                              | st.binary(max_size=8)
+                              | st.text(max_size=8), lambda c: st.lists(c, max_size=4)
+                              | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                              max_leaves=20).map(msgpack.packb)))
+def test_socket_requests_never_escape(frame: bytes) -> None:
+    """Any ``request`` frame: queued, answered as failed, or counted as bad; never raised."""
+    sockets = IcefarmSockets(SimpleNamespace(name="f", states={}), control=False,
+                             worker=True, sessions=Sessions())
+    sockets.handle_request("c", frame)
+    assert sockets.evaluations == 0
+    counted = sum(sockets.bad_requests.values())
+    assert counted >= 1 or sockets.sessions.counters()["events_queued"] == 1
