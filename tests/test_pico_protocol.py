@@ -69,8 +69,9 @@ def test_samples_and_fitness() -> None:
     ev = parse_line("samples: 10,14,11,11,20")
     assert ev.kind is Kind.SAMPLES
     np.testing.assert_array_equal(ev.value, [10, 14, 11, 11, 20])
-    # |14-10| + |11-14| + |11-11| + |20-11| = 4 + 3 + 0 + 9 = 16 over 4 differences
-    assert fitness(ev.value) == pytest.approx(4.0)
+    # |14-10| + |11-14| + |11-11| + |20-11| = 4 + 3 + 0 + 9 = 16 over N = 5 samples, as
+    # iCEFARM computes it (issue 15; it was 16 / 4 before)
+    assert fitness(ev.value) == pytest.approx(16 / 5)
 
 
 def test_file_source_directory_order_repeat_and_lazy_errors(tmp_path: Path) -> None:

@@ -166,8 +166,9 @@ def _parse_samples(text: str) -> np.ndarray | None:
 
 
 def fitness(samples: np.ndarray) -> float:
-    """Variance fitness: the mean absolute difference of consecutive ADC samples."""
-    return float(np.mean(np.abs(np.diff(np.asarray(samples, dtype=np.float64)))))
+    """Variance fitness as iCEFARM computes it: sum of |v[i+1] - v[i]| over N samples (not N-1)."""
+    x = np.asarray(samples, dtype=np.float64)
+    return float(np.sum(np.abs(np.diff(x))) / len(x))
 
 
 def format_flash_times(times: tuple[int, ...] | list[int]) -> str:

@@ -17,9 +17,10 @@
 
 Served by the project's one HTTP stack (:mod:`radlogger.web`) on its own thread and loop.
 Every error is ``{"error": "<one line naming the field or thing and the fix>"}`` with a 4xx
-status; with a ``token`` configured every request needs ``Authorization: Bearer <token>``
-(401 otherwise).  Farm operations are short SQLite transactions run inline on the loop; the
-only waiting is the long-poll, which is asyncio-native.
+status (nested or non-UTF-8 bodies too); with a ``token`` configured every ``/api/`` request
+needs ``Authorization: Bearer <token>`` (401 otherwise; iCEFARM's root routes and Socket.IO
+have none).  Farm operations run in the default executor, never on the loop (issue 14: a
+500-board heartbeat blocked the API); the long-poll is asyncio-native.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from radlogger.web import WebServer
 
 from ..protocol import FIRMWARES
 from .control import Farm
+from .db import STATUSES
 from .errors import BadRequest, FarmError, Unauthorized
+from .roles import worker_release as release
 
 __all__ = ["make_app", "start_api"]
 
@@ -79,19 +82,26 @@ def _str_list(body: dict[str, Any], key: str) -> list[str] | None:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json(loads=json.loads)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from None
+        body = json.loads((await request.read()).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise BadRequest(f"malformed JSON body: {type(exc).__name__}: "
+                         f"{str(exc)[:200]}".replace("\n", " ")) from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
 
 
-def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20) -> web.Application:
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Database work in the default executor: never on the loop (issue 14)."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20,
+             initialized: Callable[[str, list[str]], None] | None = None) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if token:
+            if token and request.path.startswith("/api/"):
                 given = request.headers.get("Authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                     raise Unauthorized("missing or wrong token: send 'Authorization: Bearer "
@@ -126,16 +136,17 @@ def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20) -> web.Appli
     @routes.post("/api/reserve")
     async def reserve(request: web.Request) -> web.Response:
         b = await _body(request)
-        rows = farm.reserve(_field(b, "client", str, True), _field(b, "kind", str, True),
-                            _field(b, "amount", int), _str_list(b, "serials"),
-                            _field(b, "duration", float), _field(b, "args", dict))
+        rows = await _off_loop(farm.reserve, _field(b, "client", str, True),
+                               _field(b, "kind", str, True), _field(b, "amount", int),
+                               _str_list(b, "serials"), _field(b, "duration", float),
+                               _field(b, "args", dict))
         return web.json_response({"reservations": rows})
 
     @routes.post("/api/extend")
     async def extend(request: web.Request) -> web.Response:
         b = await _body(request)
-        rows = farm.extend(_field(b, "client", str, True), _str_list(b, "serials"),
-                           _field(b, "duration", float))
+        rows = await _off_loop(farm.extend, _field(b, "client", str, True),
+                               _str_list(b, "serials"), _field(b, "duration", float))
         return web.json_response({"reservations": rows})
 
     @routes.post("/api/end")
@@ -145,20 +156,22 @@ def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20) -> web.Appli
         if not serials:
             raise BadRequest("missing field 'serials' (use /api/end-all to end every "
                              "reservation of a client)")
-        return web.json_response({"ended": farm.end(_field(b, "client", str, True), serials)})
+        return web.json_response({"ended": await _off_loop(
+            farm.end, _field(b, "client", str, True), serials)})
 
     @routes.post("/api/end-all")
     async def end_all(request: web.Request) -> web.Response:
         b = await _body(request)
-        return web.json_response({"ended": farm.end(_field(b, "client", str, True))})
+        return web.json_response({"ended": await _off_loop(
+            farm.end, _field(b, "client", str, True))})
 
     @routes.post("/api/boards/{serial}/{method}")
     async def call(request: web.Request) -> web.Response:
         b = await _body(request)
         client = _field(b, "client", str, True)
         params = {k: v for k, v in b.items() if k != "client"}
-        result = farm.call(client, request.match_info["serial"], request.match_info["method"],
-                           params)
+        result = await _off_loop(farm.call, client, request.match_info["serial"],
+                                 request.match_info["method"], params)
         return web.json_response(result)
 
     @routes.delete("/api/boards/{serial}")
@@ -192,9 +205,48 @@ def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20) -> web.Appli
             fw = _field(item, "firmware", str, default="pulsecount")
             if fw not in FIRMWARES:
                 raise BadRequest(f"board firmware '{fw}': one of {', '.join(FIRMWARES)}")
+            status = _field(item, "status", str, default="")
+            if status and status not in STATUSES:
+                raise BadRequest(f"board status '{status}': one of {', '.join(STATUSES)}")
             boards.append({"serial": _field(item, "serial", str, True), "firmware": fw,
-                           "ok": _field(item, "ok", bool, default=True)})
-        farm.heartbeat(request.match_info["name"], _field(b, "url", str, default=""), boards)
+                           "ok": _field(item, "ok", bool, default=True), "status": status})
+        refused = await _off_loop(farm.heartbeat, request.match_info["name"],
+                                  _field(b, "url", str, default=""), boards,
+                                  _field(b, "boot", str, default=""))
+        if refused:
+            return web.json_response({"error": f"board(s) {', '.join(refused)} are held by "
+                                      "another live worker; claim refused", "refused": refused},
+                                     status=409)
+        return web.json_response({"ok": True})
+
+    @routes.get("/api/worker/heartbeat")
+    async def worker_heartbeat(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "worker": farm.worker})
+
+    @routes.post("/api/worker/reserve")
+    async def worker_reserve(request: web.Request) -> web.Response:
+        b = await _body(request)
+        client = _field(b, "client", str, True)
+        rows = await _off_loop(farm.reserve, client, _field(b, "kind", str, True), None,
+                               [_field(b, "serial", str, True)], _field(b, "duration", float),
+                               _field(b, "args", dict))
+        if initialized is not None:
+            initialized(client, [r["serial"] for r in rows])
+        return web.json_response({"reservations": rows})
+
+    @routes.post("/api/worker/release")
+    async def worker_release(request: web.Request) -> web.Response:
+        b = await _body(request)
+        ended = await _off_loop(release, farm, _field(b, "serial", str, True),
+                                _field(b, "client", str, True), _field(b, "reason", str,
+                                                                        default="ended"))
+        return web.json_response({"ended": ended})
+
+    @routes.post("/api/worker/reboot")
+    async def worker_reboot(request: web.Request) -> web.Response:
+        b = await _body(request)
+        if initialized is not None:
+            initialized(_field(b, "client", str, True), [_field(b, "serial", str, True)])
         return web.json_response({"ok": True})
 
     async def bind_events(app: web.Application) -> None:
@@ -212,7 +264,9 @@ def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20) -> web.Appli
 
 
 def start_api(farm: Farm, host: str = "127.0.0.1", port: int = 8470, token: str = "",
-              max_body: int = 64 << 20) -> WebServer:
+              max_body: int = 64 << 20,
+              extend: Callable[[WebServer], Callable[[str, list[str]], None] | None]
+              | None = None) -> WebServer:
     """Serve the farm's app on the shared HTTP stack (:class:`radlogger.web.WebServer`).
 
     The app is ours (JSON errors, a body limit sized for bitstream batches, the token checked
@@ -220,6 +274,11 @@ def start_api(farm: Farm, host: str = "127.0.0.1", port: int = 8470, token: str 
     stack's.  Raises :class:`radlogger.web.WebError` when the port cannot be bound.
     """
     server = WebServer(host, port, token=None, name=f"farm:{farm.name}")
-    server.app = make_app(farm, token, max_body)
+    init: list[Callable[[str, list[str]], None]] = []
+    server.app = make_app(farm, token, max_body, lambda c, s: init[0](c, s) if init else None)
+    if extend is not None:  # the iCEFARM interface: Socket.IO and the root routes
+        hook = extend(server)
+        if hook is not None:
+            init.append(hook)
     server.start()
     return server

@@ -30,6 +30,9 @@ from .states import STATES, State
 
 __all__ = ["Farm"]
 
+#: statuses a worker's board passes through between reservations (not failures)
+_BETWEEN = ("await_flash_default", "flashing_default", "testing")
+
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +47,14 @@ class Farm:
         self.worker = worker
         self.url = ""
         self.db = ReservationDB(settings.db)
-        self.hub = EventHub(settings.event_queue, sink)
+        self.hub = EventHub(settings.event_queue, sink, settings.max_sessions)
+        #: called as ``on_end(reservation, reason)`` for every reservation that ends (the
+        #: control tells the board's worker to release it)
+        self.on_end: Callable[[dict[str, Any], str], None] | None = None
+        self._boots: dict[str, str] = {}  # worker -> boot id of its process
+        #: reflashes and tests local boards after their reservations (flash = yes)
+        self.reflasher: Any = None
+        self.claims_refused = 0
         self.states: dict[str, State] = {}
         self._lock = threading.RLock()
         self._unhealthy_since: dict[str, float] = {}
@@ -65,6 +75,13 @@ class Farm:
     def _end_state(self, r: dict[str, Any], reason: str) -> None:
         state = self.states.pop(r["serial"], None)
         facts = state.close(reason) if state is not None else {}
+        if self.on_end is not None and r.get("worker") != self.worker:
+            self.on_end(r, reason)
+        if reason != "failure":
+            if self.reflasher is not None and r["serial"] in self.local_boards():
+                self.reflasher.submit(r["serial"])
+            else:
+                self._state_event(r["serial"], "testing")
         self.hub.publish("reservation_end", r["client"], serial=r["serial"], reservation=r["id"],
                          reason=reason, **facts)
 
@@ -99,6 +116,7 @@ class Farm:
             self.hub.known(client)
             for r in rows:
                 self._state_for(r)
+                self._state_event(r["serial"], "reserved")
         return rows
 
     def extend(self, client: str, serials: list[str] | None = None,
@@ -129,17 +147,61 @@ class Farm:
                                f"({r['url'] or 'no url'}); call its state methods there")
         return state.call(method, params)
 
-    def heartbeat(self, worker: str, url: str, boards: list[dict[str, Any]]) -> None:
-        """A (remote) worker reports in, with its boards and whether each is ready."""
+    def heartbeat(self, worker: str, url: str, boards: list[dict[str, Any]],
+                  boot: str = "") -> list[str]:
+        """A (remote) worker reports in with its boards; returns the serials refused.
+
+        A worker claims only boards that no live worker holds: a board registered by another
+        worker that has not failed stays with it, and the claim is refused, logged, counted
+        (issue 14: a heartbeat could move any board, and clients then sent bitstreams to the
+        new worker's URL).  A worker that comes back with a new ``boot`` id restarted: the
+        reservations on its boards are gone with its process, so they end with ``failure``.
+        """
+        refused = []
         with self._lock:
+            previous = self._boots.get(worker)
+            if boot and previous and previous != boot:
+                self._fail_worker_boards(worker, f"worker {worker} restarted")
+            if boot:
+                self._boots[worker] = boot
             self.db.heartbeat(worker, url)
+            live = {w["name"] for w in self.db.workers() if not w["failed"]}
             for b in boards:
+                held = self.db.board(b["serial"])
+                if held is not None and held["worker"] != worker and held["worker"] in live:
+                    refused.append(b["serial"])
+                    continue
                 status = self.db.register_board(b["serial"], worker, b["firmware"])
-                if b["ok"] and status in ("testing", "broken"):
-                    self.db.set_status(b["serial"], "available", only_from=("testing", "broken"))
-                    self.hub.broadcast("devices_available", serials=[b["serial"]])
+                theirs = b.get("status", "")
+                if not b["ok"] and theirs in _BETWEEN and status != "reserved":
+                    # the worker is flashing or testing it after a reservation: mirror that
+                    if status != theirs and self.db.set_status(b["serial"], theirs):
+                        self._state_event(b["serial"], theirs)
+                    continue
+                if b["ok"] and theirs != "reserved" and status in ("testing", "broken", *_BETWEEN):
+                    self.db.set_status(b["serial"], "available",
+                                       only_from=("testing", "broken", *_BETWEEN))
+                    self._state_event(b["serial"], "available")
+                    self.hub.broadcast("devices_available", serials=[b["serial"]],
+                                       available=len(self.db.available()))
                 elif not b["ok"] and status != "broken":
                     self._break(b["serial"], "the worker reports the board as not working")
+            if refused:
+                self.claims_refused += len(refused)
+                log.warning("farm %s: worker %s claimed board(s) %s held by another live "
+                            "worker; refused", self.name, worker, ", ".join(refused))
+        return refused
+
+    def _fail_worker_boards(self, worker: str, detail: str) -> None:
+        for board in self.db.boards():
+            if board["worker"] == worker and board["reservation"] is not None:
+                self._break(board["serial"], detail)
+
+    def _state_event(self, serial: str, status: str) -> None:
+        """A board's status changed: a broker measurement (``<farm>.state``) for the record."""
+        if self.hub.sink is not None:
+            self.hub.sink({"event": "state", "serial": serial, "status": status,
+                           "client": "", "seq": 0})
 
     def devices(self) -> list[dict[str, Any]]:
         local = self.local_boards()
@@ -154,6 +216,7 @@ class Farm:
 
     # ---------------------------------------------------------------- housekeeping
     def _break(self, serial: str, detail: str) -> None:
+        self._state_event(serial, "broken")
         for r in self.db.end_board(serial, "failure", "broken"):
             self.hub.publish("failure", r["client"], serial=serial, reservation=r["id"],
                              reason="board", detail=detail)
@@ -175,7 +238,9 @@ class Farm:
                 if status == "testing" and board.ready_for_work:
                     if self.db.set_status(serial, "available", only_from=("testing",)):
                         available.append(serial)
-                elif status == "broken":
+                        self._state_event(serial, "available")
+                elif status == "broken" and not (self.reflasher is not None
+                                                 and serial in self.reflasher.broken):
                     self.db.set_status(serial, "testing", only_from=("broken",))
                 continue
             since = self._unhealthy_since.setdefault(serial, now)
@@ -212,6 +277,8 @@ class Farm:
                 log.warning("farm %s: worker %s missed its heartbeats; its boards are broken",
                             self.name, w)
             states = list(self.states.values())
+            busy = {r["client"] for r in self.db.active()}
+            self.hub.expire(busy, s.session_ttl)
         for state in states:
             state.tick(now)
 

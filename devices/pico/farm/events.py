@@ -24,30 +24,52 @@ from typing import Any
 __all__ = ["EventHub", "EVENT_TYPES"]
 
 EVENT_TYPES = ("results", "reservation_ending", "reservation_end", "failure",
-               "devices_available")
+               "devices_available", "state", "flash")
 
 
 class EventHub:
     def __init__(self, max_events: int = 10000,
-                 sink: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 sink: Callable[[dict[str, Any]], None] | None = None,
+                 max_clients: int = 1000) -> None:
         self.max_events = max_events
+        self.max_clients = max_clients
         self.sink = sink
+        #: more receivers of every event (the iCEFARM Socket.IO sessions); any thread
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._seen: dict[str, float] = {}  # client -> last poll or reservation (monotonic)
         self._lock = threading.Lock()
         self._queues: dict[str, collections.deque[dict[str, Any]]] = {}
         self._seq: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.dropped: collections.Counter[str] = collections.Counter()
+        self.dropped: collections.Counter[str] = collections.Counter()  # by client
+        self.lost: collections.Counter[str] = collections.Counter()  # by reason
         self.published = 0
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self._loop = loop
 
     def known(self, client: str) -> None:
-        """Start a backlog for ``client`` (it reserved, or asked for events)."""
+        """Start a backlog for ``client``: it reserved (polling alone never creates one)."""
         with self._lock:
             self._queues.setdefault(client, collections.deque())
             self._seq.setdefault(client, 0)
+            self._seen[client] = time.monotonic()
+
+    def expire(self, busy: set[str], ttl: float) -> list[str]:
+        """Forget backlogs of clients holding no reservation and silent for ``ttl`` s."""
+        now = time.monotonic()
+        gone = []
+        with self._lock:
+            for client in list(self._queues):
+                if client in busy:
+                    self._seen[client] = now
+                elif now - self._seen.get(client, now) >= ttl:
+                    self.lost["expired"] += len(self._queues.pop(client))
+                    self._seq.pop(client, None)
+                    self._seen.pop(client, None)
+                    gone.append(client)
+        return gone
 
     def clients(self) -> list[str]:
         with self._lock:
@@ -57,7 +79,14 @@ class EventHub:
         if event not in EVENT_TYPES:
             raise ValueError(f"unknown event {event!r}")
         with self._lock:
-            q = self._queues.setdefault(client, collections.deque())
+            q = self._queues.get(client)
+            if q is None:
+                if len(self._queues) >= self.max_clients:
+                    self.lost["too_many_clients"] += 1
+                    q = collections.deque()  # delivered to listeners only
+                else:
+                    q = self._queues[client] = collections.deque()
+                    self._seen[client] = time.monotonic()
             seq = self._seq.get(client, 0) + 1
             self._seq[client] = seq
             ev = {"seq": seq, "event": event, "client": client, "t": time.time(), **fields}
@@ -68,6 +97,8 @@ class EventHub:
             self.published += 1
         if self.sink is not None:
             self.sink(ev)
+        for listener in self.listeners:
+            listener(ev)
         loop = self._loop
         if loop is not None:
             try:
@@ -85,8 +116,10 @@ class EventHub:
     def take(self, client: str, after: int) -> list[dict[str, Any]]:
         """Events of ``client`` numbered above ``after``; those at or below are acknowledged."""
         with self._lock:
-            q = self._queues.setdefault(client, collections.deque())
-            self._seq.setdefault(client, 0)
+            q = self._queues.get(client)
+            if q is None:
+                return []  # an unknown client: no backlog is made for it (issue 14)
+            self._seen[client] = time.monotonic()
             while q and q[0]["seq"] <= after:
                 q.popleft()
             return list(q)

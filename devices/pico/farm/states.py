@@ -107,6 +107,12 @@ class EvaluateState(State):
         self.queued = 0
         self.done = 0
         self.late = 0  # results that arrived after the reservation ended
+        self._batches: dict[str, str] = {}  # evaluation id -> iCEFARM batch id
+        args = reservation.get("args") or {}
+        # iCEFARM's per-reservation arguments override the farm's defaults
+        self.flush_interval = _number(args, "flush_interval_seconds", settings.flush_interval)
+        self.flush_remaining = int(_number(args, "flush_at_bitstreams_remaining",
+                                           settings.flush_remaining))
 
     @state_method("evaluate")
     def evaluate(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -119,22 +125,30 @@ class EvaluateState(State):
         else:
             raise BadRequest("field 'bitstreams' must be an object {evaluation id: base64 "
                              "bitstream} or a list of [id, base64] pairs")
-        if not items:
-            raise BadRequest("field 'bitstreams' is empty")
-        jobs = []
-        meta = {"state": self.kind, "client": self.client,
-                "reservation": self.reservation["id"]}
+        decoded = []
         for eval_id, b64 in items:
-            if not isinstance(eval_id, (str, int)) or isinstance(eval_id, bool):
-                raise BadRequest(f"evaluation id {eval_id!r} must be a string or an integer")
             if not isinstance(b64, str):
                 raise BadRequest(f"bitstream {eval_id!r} must be a base64 string")
             try:
-                data = base64.b64decode(b64, validate=True)
+                decoded.append((eval_id, base64.b64decode(b64, validate=True)))
             except (binascii.Error, ValueError) as exc:
                 raise BadRequest(f"bitstream {eval_id!r} is not valid base64: {exc}") from None
-            if len(data) != BITSTREAM_SIZE:
-                raise BadRequest(f"bitstream {eval_id!r} has {len(data)} bytes; a pico2-ice "
+        return self.submit(decoded)
+
+    def submit(self, items: list[tuple[Any, bytes]], batch: str | None = None) -> dict[str, Any]:
+        """Queue raw bitstreams keyed by evaluation id (iCEFARM's ``evaluate`` sends bytes and
+        a ``batch_id``; the batch is remembered per id and sent back with the results)."""
+        if not items:
+            raise BadRequest("no bitstreams given")
+        jobs = []
+        meta = {"state": self.kind, "client": self.client,
+                "reservation": self.reservation["id"]}
+        for eval_id, data in items:
+            if not isinstance(eval_id, (str, int)) or isinstance(eval_id, bool):
+                raise BadRequest(f"evaluation id {eval_id!r} must be a string or an integer")
+            if not isinstance(data, bytes) or len(data) != BITSTREAM_SIZE:
+                size = len(data) if isinstance(data, bytes) else type(data).__name__
+                raise BadRequest(f"bitstream {eval_id!r} has {size} bytes; a pico2-ice "
                                  f"bitstream has {BITSTREAM_SIZE}")
             jobs.append(Job(str(eval_id), data, self._on_result, self.reservation["id"], meta))
         queue = self.board.queue
@@ -146,6 +160,8 @@ class EvaluateState(State):
             raise Conflict(f"the reservation of board {self.serial} has ended")
         with self._lock:
             self.queued += len(jobs)
+            if batch is not None:
+                self._batches.update((job.eval_id, batch) for job in jobs)
         remaining = queue.put(jobs)
         return {"queued": len(jobs), "remaining": remaining}
 
@@ -166,12 +182,12 @@ class EvaluateState(State):
                 self._results.append([result.eval_id, result.value])
             else:
                 self._failed.append([result.eval_id, result.reason])
-            due = len(self.board.queue) <= self.settings.flush_remaining
+            due = len(self.board.queue) <= self.flush_remaining
         if due:
             self.flush()
 
     def tick(self, now: float) -> None:
-        if time.monotonic() - self._last_flush >= self.settings.flush_interval:
+        if time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
 
     def flush(self) -> None:
@@ -181,12 +197,17 @@ class EvaluateState(State):
                 return
             results, failed = self._results, self._failed
             self._results, self._failed = [], []
+            batches = {str(r[0]): b for r in results + failed
+                       if (b := self._batches.pop(str(r[0]), None)) is not None}
+        extra = {"batches": batches} if batches else {}
         self.emit("results", self.client, serial=self.serial,
                   reservation=self.reservation["id"], kind=self.kind, results=results,
-                  failed=failed, remaining=len(self.board.queue))
+                  failed=failed, remaining=len(self.board.queue), **extra)
 
     def close(self, reason: str) -> dict[str, Any]:
         dropped = self.board.queue.clear(tag=self.reservation["id"])
+        with self._lock:  # every queued evaluation is answered: here as failed, with why
+            self._failed += [[job.eval_id, f"reservation_{reason}"] for job in dropped]
         self.flush()
         with self._lock:
             self.closed = True
@@ -203,6 +224,13 @@ class VarianceState(EvaluateState):
     """Variance firmware: each result is the fitness (mean |diff| of the ADC samples)."""
 
     kind = "variance"
+
+
+def _number(args: dict[str, Any], key: str, default: float) -> float:
+    value = args.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9:
+        return float(value)
+    return float(default)
 
 
 STATES: dict[str, type[State]] = {s.kind: s for s in (PulseCountState, VarianceState)}
