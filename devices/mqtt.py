@@ -148,6 +148,10 @@ class MQTTDevice(Device):
         except (WireError, ValueError) as exc:
             self._bad("undecodable" if isinstance(exc, WireError) else "bad_topic", msg, exc)
             return
+        except Exception as exc:  # noqa: BLE001 - a poison message is counted and acknowledged
+            # (raising here would drop the connection, and QoS 1 would redeliver it forever)
+            self._bad("decoder_error", msg, exc)
+            return
         if len(ms) == 1:
             self.outlet.push(ms[0])
         elif ms:

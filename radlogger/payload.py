@@ -145,7 +145,7 @@ def _decode_columns(view: memoryview) -> list[Measurement]:
         raise WireError(f"column header length {hlen} does not fit in {len(view)} bytes")
     try:
         h = json.loads(bytes(view[8:8 + hlen]))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise WireError(f"column header is not JSON: {exc}") from None
     if not isinstance(h, dict):
         raise WireError("column header is not a JSON object")
@@ -220,7 +220,7 @@ def decode_payload(data: bytes | bytearray | memoryview) -> list[Measurement]:
     if head[:1] in (b"{", b"["):
         try:
             doc = json.loads(bytes(view))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WireError(f"payload is not JSON: {exc}") from None
         if isinstance(doc, list):
             return [_from_doc(d) for d in doc]

@@ -238,7 +238,7 @@ def _body_value(h: dict[str, Any], body: bytes | memoryview) -> Any:
             return h["value"]
         try:
             return json.loads(bytes(body))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WireError(f"scalar body is not JSON: {exc}") from None
     raise WireError(f"unknown value type {str(kind)[:20]!r}")
 
@@ -246,7 +246,7 @@ def _body_value(h: dict[str, Any], body: bytes | memoryview) -> Any:
 def _load_header(data: bytes | memoryview) -> Any:
     try:
         return json.loads(bytes(data))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise WireError(f"header is not JSON: {exc}") from None
 
 

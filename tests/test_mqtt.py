@@ -208,6 +208,15 @@ def test_garbage_payloads_are_counted_and_the_device_goes_on(broker: Mosquitto,
     wait_for(lambda: len(sink.items) == 1)
     assert dev.bad_messages == {"undecodable": 2} and dev.outlet.stats.errors == 2
     assert dev.state.value == "running"
+    # a poison message (nesting past the recursion limit), QoS 1: counted and acknowledged
+    # once, not redelivered after a reconnect; the next good message arrives
+    _raw_publish(broker.port, "radlogger/x/y", b"[" * 100_000 + b"]" * 100_000)
+    _raw_publish(broker.port, "radlogger/x/y", encode(Measurement("x", "x.y", 6, seq=2)))
+    wait_for(lambda: len(sink.items) == 2)
+    assert dev.bad_messages == {"undecodable": 3}
+    _raw_publish(broker.port, "radlogger/x/y", encode(Measurement("x", "x.y", 7, seq=3)))
+    wait_for(lambda: len(sink.items) == 3)
+    assert dev.bad_messages == {"undecodable": 3} and dev.counters()["connected"] == 1
 
 
 def test_wrong_password_is_reported_and_right_one_works(tmp_path: Path, host_a: Pipeline,

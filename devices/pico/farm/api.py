@@ -187,10 +187,12 @@ def make_app(farm: Farm, token: str = "", max_body: int = 64 << 20,
             raise BadRequest("missing query parameter 'client'")
         try:
             after = int(q.get("after", "0"))
-            timeout = min(float(q.get("timeout", "30")), 300.0)
+            timeout = float(q.get("timeout", "30"))
+            if not 0.0 <= timeout <= 300.0:  # NaN fails this too
+                raise ValueError(timeout)
         except ValueError:
-            raise BadRequest("query parameters 'after' (integer) and 'timeout' (seconds) "
-                             "must be numbers") from None
+            raise BadRequest("query parameters 'after' (integer) and 'timeout' (seconds, "
+                             "0 to 300) must be numbers") from None
         evs = await farm.hub.wait(client, after, timeout)
         return web.json_response({"events": evs, "last": farm.hub.last(client),
                                   "dropped": farm.hub.dropped.get(client, 0)})
