@@ -7,13 +7,11 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 from radlogger.measurement import Measurement
+from radlogger.products import PRODUCT_FIELDS
 
 __all__ = ["group_by", "product_of", "PRODUCT_FIELDS"]
 
 K = TypeVar("K", bound=Hashable)
-
-#: metadata fields that identify one correlator output product (the lag set key less time)
-PRODUCT_FIELDS = ("station_x", "station_y", "baseband", "subband", "polarization", "phase_bin")
 
 
 def product_of(m: Measurement) -> tuple[Any, ...]:

@@ -19,10 +19,11 @@ import click
 
 from radlogger.measurement import Measurement
 from radlogger.plugins import load_class
+from radlogger.products import PRODUCT_KEYS
 from radlogger.store.progress import tracked
 from radlogger.store.reader import KIND_BY_EXTENSION, Store, StoreError, kind_for_path, parse_time
 from radlogger.store.rotation import split_name
-from radlogger.store.selection import PRODUCT_KEYS, parse_where
+from radlogger.store.selection import parse_where
 
 from .base import StorageEndpoint, StorageError
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError
+from radlogger.products import PRODUCT_KEYS
 from radlogger.store import codec
-from radlogger.store.selection import PRODUCT_KEYS
 from radlogger.store.sqlite import FORMAT, KEY_RE, SCHEMA, VERSION, meta_index
 
 from .base import StorageEndpoint

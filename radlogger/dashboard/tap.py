@@ -33,13 +33,14 @@ from ..endpoint import Endpoint
 from ..inbox import Inbox
 from ..losses import VIEWER_DECIMATED
 from ..measurement import Measurement
+from ..products import PRODUCT_FIELDS
 from ..stats import EndpointStats
 
 __all__ = ["ViewerTap", "VARIANT_FIELDS", "summarize"]
 
 #: metadata that tells products of one topic apart (WIDAR baselines and polarizations); an
 #: array topic keeps one latest array per combination present
-VARIANT_FIELDS = ("station_x", "station_y", "baseband", "subband", "polarization", "phase_bin")
+VARIANT_FIELDS = PRODUCT_FIELDS
 
 
 class _ViewerStats(EndpointStats):

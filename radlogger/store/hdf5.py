@@ -17,9 +17,10 @@ import h5py  # type: ignore[import-untyped]
 import numpy as np
 
 from radlogger.measurement import Measurement
+from radlogger.products import PRODUCT_KEYS
 
 from . import codec
-from .selection import PRODUCT_KEYS, Selection
+from .selection import Selection
 
 __all__ = ["read_file", "file_topics", "open_readonly", "FORMAT", "Key", "segments",
            "segment_key", "complete_rows", "has_value", "group_name", "index_of", "INDEX_KEYS",

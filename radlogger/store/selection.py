@@ -18,11 +18,8 @@ from typing import Any
 
 from radlogger.topics import pattern_matches
 
-__all__ = ["Selection", "parse_time", "parse_where", "PRODUCT_KEYS"]
+__all__ = ["Selection", "parse_time", "parse_where"]
 
-#: meta keys that tell a correlator's output products apart (WIDAR lag sets and spectra): the
-#: HDF5 store indexes them by default, ``plot`` draws one figure per product
-PRODUCT_KEYS = ("baseline", "baseband", "subband", "polarization", "phase_bin")
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
