@@ -33,9 +33,9 @@ class Slow(PublishingEndpoint):
             self.publish(m.derive(self.name, f"{m.topic}_out", m.value))
 
 
-def _slow_chain(inbox_size: int) -> IsolatedEndpoint:
+def _slow_chain(inbox_size: int, delay: float = 0.0002) -> IsolatedEndpoint:
     return IsolatedEndpoint("iso", stages=["test_isolation_backpressure:Slow"],
-                            stage_options=["Slow.delay=0.0002"], heartbeat=0.05,
+                            stage_options=[f"Slow.delay={delay}"], heartbeat=0.05,
                             hang_timeout=10, inbox_size=inbox_size)
 
 
@@ -65,7 +65,9 @@ def test_block_mode_with_a_finite_source_waits_and_delivers_everything() -> None
 
 
 def test_drop_newest_drops_only_when_the_inbox_is_full(pipeline: Pipeline) -> None:
-    iso = pipeline.add_endpoint(_slow_chain(100), subscribe=["src.v"])
+    # 2 ms per item: this loop outpaces the child on a loaded machine too, and fills a
+    # datagram queue of any length (10 here, 512 on a stock kernel) in well under a second
+    iso = pipeline.add_endpoint(_slow_chain(100, delay=0.002), subscribe=["src.v"])
     sink = pipeline.add_endpoint(Collector("sink"), subscribe=["src.v_out"])
     assert isinstance(iso, IsolatedEndpoint) and isinstance(sink, Collector)
     pipeline.start()
