@@ -52,10 +52,12 @@ class Burst(Device):
 
 
 class SlowCollector(Collector):
-    """A store on a slow disk: 2 ms a batch."""
+    """A store on a slow disk: ``delay`` (2 ms) of simulated work a batch."""
+
+    delay = 0.002
 
     def handle_batch(self, batch: list[Measurement]) -> None:
-        time.sleep(0.002)
+        time.sleep(self.delay)  # the slow disk, not a wait for a condition
         super().handle_batch(batch)
 
 
