@@ -46,7 +46,7 @@ def test_linger_loses_nothing_across_idle_ticks_and_stop(linger: float) -> None:
             for _ in range(burst):
                 assert out.push(Measurement("d", "d.x", sent, time.time_ns()))
                 sent += 1
-            wait_for(lambda: sink.count == sent)  # and the broker goes back to sleep after
+            wait_for(lambda n=sent: sink.count == n)  # then the broker goes back to sleep
         for _ in range(7):  # pushed right before stop: stop publishes them
             assert out.push(Measurement("d", "d.x", sent, time.time_ns()))
             sent += 1
