@@ -33,6 +33,7 @@ import pytest
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
 from radlogger.devices.wsa4000.driver import WSA4000Device
+from radlogger.devices.wsa4000.hostile import HOSTILE, hostile
 from radlogger.devices.wsa4000.vrt import encode_data
 from radlogger.devices.wsa4000.vrtparser import VRTParser
 from radlogger.endpoints.null import NullEndpoint
@@ -89,6 +90,28 @@ def test_vrt_parse(benchmark: Any, spp: int, convert: bool) -> None:
     best = min(timing)
     benchmark.extra_info.update(spp=spp, packets=n, mb=size / 1e6, mb_per_s=size / best / 1e6,
                                 packets_per_s=n / best)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_vrt_parse_hostile(benchmark: Any, name: str) -> None:
+    """The worst garbage we can construct (devices/wsa4000/hostile.py) in 1 MB reads: MB/s.
+    Target (issue 14.6): >= 100 MB/s, so a hostile data port cannot eat a core."""
+    blob = hostile(name, scaled(64 << 20, minimum=1 << 20))
+    chunks = [blob[i:i + (1 << 20)] for i in range(0, len(blob), 1 << 20)]
+    timing: list[float] = []
+
+    def run() -> VRTParser:
+        parser = VRTParser()
+        t0 = time.perf_counter()
+        packets = sum(len(parser.feed(c)) for c in chunks)
+        timing.append(time.perf_counter() - t0)
+        assert packets == 0 and parser.counts["skipped_bytes"] + parser.pending == len(blob)
+        return parser
+
+    parser = benchmark.pedantic(run, rounds=1 if benchutil.QUICK else 3, iterations=1)
+    benchmark.extra_info.update(pattern=name, mb=len(blob) / 1e6,
+                                mb_per_s=len(blob) / min(timing) / 1e6,
+                                bad_size=parser.counts["bad_size"])
 
 
 @pytest.mark.parametrize("batch", [True, False], ids=["batched", "per_packet"])
