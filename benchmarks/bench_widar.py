@@ -193,10 +193,10 @@ def run_full_chain(rate: int, seconds: float, mode: str, directory: Any,
                        subscribe=["widar.lagset"])
         p.add_endpoint(LagFFTEndpoint("fft", inbox_size=1 << 15),
                        subscribe=["widar.lagset_norm"])
-        integ = p.add_endpoint(IntegrateEndpoint("integ", count=k, inbox_size=1 << 15),
-                               subscribe=["widar.spectrum"])
+        p.add_endpoint(IntegrateEndpoint("integ", count=k, inbox_size=1 << 15),
+                       subscribe=["widar.spectrum"])
     else:
-        integ = p.add_endpoint(IsolatedEndpoint(
+        p.add_endpoint(IsolatedEndpoint(
             "iso", stages=["lag_normalize", "lag_fft", "integrate"],
             stage_options=[f"integrate.count={k}"], inbox_size=1 << 15),
             subscribe=["widar.lagset"])

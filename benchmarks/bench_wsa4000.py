@@ -195,8 +195,10 @@ def run_chain(scenario: str, spp: int, packets: int) -> dict[str, Any]:
         _wait(lambda: sink.count >= 1)
         start_count, t0 = sink.count, time.perf_counter()
         produced0 = dev.packets
-        _wait(lambda: sink.count >= start_count + packets)
+        cpu0, sim0 = time.process_time(), _cpu_s(proc.pid)
+        _wait(lambda: sink.count >= start_count + packets, timeout=packets / 1000 + 300)
         elapsed = time.perf_counter() - t0
+        cpu, sim_cpu = time.process_time() - cpu0, _cpu_s(proc.pid) - sim0
         done = sink.count - start_count
         received = dev.packets - produced0
     finally:
@@ -220,7 +222,17 @@ def run_chain(scenario: str, spp: int, packets: int) -> dict[str, Any]:
             "line_rate_packets_per_s": LINE_RATE_PACKETS[spp],
             "kept_up_without_loss": not lost, "drops": drops, "gaps": dev.gaps,
             "missing_packets": dev.missing_packets, "fft_calls": fft.fft_calls,
-            "spectra_per_fft_call": fft.spectra / max(1, fft.fft_calls)}
+            "spectra_per_fft_call": fft.spectra / max(1, fft.fft_calls),
+            "daemon_cpu_us_per_packet": cpu / max(1, received) * 1e6,
+            "daemon_cores": cpu / elapsed, "simulator_cores": sim_cpu / elapsed}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    import os
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize("scenario,spp", [
@@ -233,4 +245,15 @@ def test_chain_on_simulator(benchmark: Any, scenario: str, spp: int) -> None:
     packets = scaled(target, minimum=64)
     info = benchmark.pedantic(run_chain, args=(scenario, spp, packets),
                               rounds=1 if benchutil.QUICK else 3, iterations=1)
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.long
+def test_stream_line_rate_long(benchmark: Any) -> None:
+    """The issue's acceptance run: SPP 1024 at gigabit line rate for 60 s through
+    driver -> fft -> calibrate -> sink; ``kept_up_without_loss`` is the verdict."""
+    if benchutil.QUICK:
+        pytest.skip("60 s run: benchmarks enabled only (-m long --benchmark-enable)")
+    info = benchmark.pedantic(run_chain, args=("stream_line_rate", 1024, 60 * 28_400),
+                              rounds=1, iterations=1)
     benchmark.extra_info.update(info)
