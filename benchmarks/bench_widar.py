@@ -221,21 +221,21 @@ def run_full_chain(rate: int, seconds: float, mode: str, directory: Any,
               and not dev.assembler.pending, timeout=60)
         drops = max(0, dev.kernel_drops())
         assert dev.datagrams + drops == sent, "every frame received or counted"
-        # every product integrates on its own: at least this many integrations are complete
-        expect = dev.lagsets // k - 40
-        _wait(lambda: p.quiescent() and p.snapshot()["endpoints"]["h5"]["handled"] >= expect,
-              timeout=120)
+        _wait(lambda: p.quiescent(), timeout=300)
     finally:
         assert p.stop(60)
     cpu = time.process_time() - cpu0
     snap = p.snapshot()
     lost = {n: e["dropped_by_reason"] for n, e in snap["endpoints"].items() if e["dropped"]}
-    assert snap["endpoints"]["h5"]["handled"] >= max(1, expect) and not lost, lost
     assert p.balanced()
+    chain = snap["endpoints"]["iso" if mode == "isolated" else "norm"]
+    assert chain["received"] == dev.lagsets  # every lag set reached the chain: handled or lost
+    if not lost:  # every product integrates on its own: this many integrations at least
+        assert snap["endpoints"]["h5"]["handled"] >= max(1, dev.lagsets // k - 40)
     return {"mode": mode, "offered_frames_per_s": rate, "sent": sent, "received": dev.datagrams,
             "kernel_drops": drops, "sent_per_s": sent / send_s,
             "frames_per_s": dev.datagrams / send_s, "lag_sets": dev.lagsets,
-            "integrations_stored": snap["endpoints"]["h5"]["handled"],
+            "integrations_stored": snap["endpoints"]["h5"]["handled"], "drops": lost,
             "daemon_cpu_us_per_frame": cpu / max(1, sent) * 1e6,
             "zero_kernel_drops": drops == 0}
 
@@ -261,4 +261,4 @@ def test_full_chain_long(benchmark, tmp_path, mode: str) -> None:  # type: ignor
     stats = benchmark.pedantic(run_full_chain, args=(117_000, 60.0, mode, tmp_path),
                                rounds=1, iterations=1)
     benchmark.extra_info.update(stats)
-    assert stats["kernel_drops"] == 0
+    assert stats["kernel_drops"] == 0 and not stats["drops"]

@@ -57,7 +57,7 @@ def table(data: dict[str, Any]) -> str:
         drops: Any = sum(info[k] for k in keys if isinstance(info.get(k), int)) if any(
             isinstance(info.get(k), int) for k in keys) else ""
         if isinstance(info.get("drops"), dict):  # the WSA chain: drops by component
-            drops = sum(sum(r.values()) for r in info["drops"].values())
+            drops = (drops or 0) + sum(sum(r.values()) for r in info["drops"].values())
         mb = f"{info['mb_per_s']:.0f}" if info.get("mb_per_s") else ""
         cpu_keys = ("cpu_us_per_measurement", "daemon_cpu_us_per_packet",
                     "daemon_cpu_us_per_frame")
