@@ -69,3 +69,61 @@ def test_overload_memory_stays_bounded(benchmark) -> None:  # type: ignore[no-un
     n = 2_000 if benchutil.QUICK else 400_000
     res = benchmark.pedantic(_overload, args=(n,), rounds=1, iterations=1)
     benchmark.extra_info.update(res)
+
+
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds so far of every live Python thread, by thread name (Linux /proc)."""
+    import os
+    import threading
+    hz = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{t.native_id}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[t.name] = (int(fields[11]) + int(fields[12])) / hz
+    return out
+
+
+def _low_rate(linger: float, rate: int, seconds: float) -> dict:
+    n = int(rate * seconds)
+    p = Pipeline(queue_size=65536, overflow="drop_newest")
+    p.broker.linger = linger
+    dev = p.add_device(SyntheticDevice("syn", rate=rate, count=n, pattern="counter", chunk=256))
+    sink = p.add_endpoint(NullEndpoint("sink", latency=True, check_order=False),
+                          subscribe=["syn"])
+    threads: dict[str, float] = {}
+
+    def done() -> bool:
+        if dev.state is DeviceState.RUNNING and sink.count >= n // 10 and not threads:
+            threads.update(_thread_cpu_s())
+            threads["_count"] = sink.count
+        if sink.count >= n * 9 // 10 and "_end" not in threads and threads:
+            threads["_end"] = 1
+            end = _thread_cpu_s()
+            per = max(1, sink.count - int(threads["_count"]))
+            for name in ("broker", "endpoint:sink", "device:syn"):
+                if name in end and name in threads:
+                    threads["us_" + name.split(":")[0]] = (end[name] - threads[name]) / per * 1e6
+        return dev.state is DeviceState.FINISHED and p.quiescent()
+
+    res = measure(p, done, ["sink"])
+    assert res["produced"] == n and res["sink_handled"] == n, res
+    assert res["sink_drops"] == 0 and res["queue_drops"] == 0
+    res.update({k: v for k, v in threads.items() if k.startswith("us_")})
+    if "us_broker" in res and "us_endpoint" in res:
+        res["broker_endpoint_us_per_measurement"] = res["us_broker"] + res["us_endpoint"]
+    res.update(linger_ms=linger * 1e3, offered_per_s=rate, batches=p.broker.batches)
+    return res
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.0005, 0.001, 0.0015, 0.002],
+                         ids=lambda v: f"linger={v * 1e3:g}ms")
+def test_low_rate_linger(benchmark, linger: float) -> None:  # type: ignore[no-untyped-def]
+    """1,000 scalars/s into one endpoint: CPU per measurement (whole process, and the broker's
+    and endpoint's own threads from /proc) and latency, for several broker lingers."""
+    seconds = 0.2 if benchutil.QUICK else 5.0
+    res = benchmark.pedantic(_low_rate, args=(linger, 1_000, seconds), rounds=1, iterations=1)
+    benchmark.extra_info.update(res)

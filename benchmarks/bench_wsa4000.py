@@ -33,6 +33,7 @@ import pytest
 from benchmarks import benchutil
 from benchmarks.benchutil import scaled
 from radlogger.devices.wsa4000.driver import WSA4000Device
+from radlogger.devices.wsa4000.hostile import HOSTILE, hostile
 from radlogger.devices.wsa4000.vrt import encode_data
 from radlogger.devices.wsa4000.vrtparser import VRTParser
 from radlogger.endpoints.null import NullEndpoint
@@ -40,6 +41,7 @@ from radlogger.endpoints.spectrum.calibrate import CalibrateEndpoint
 from radlogger.endpoints.spectrum.fft import FFTEndpoint
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
+from radlogger.workers.pool import EndpointPool
 
 LINE_RATE_PACKETS = {1024: 28_400, 32768: 900}
 
@@ -89,6 +91,28 @@ def test_vrt_parse(benchmark: Any, spp: int, convert: bool) -> None:
     best = min(timing)
     benchmark.extra_info.update(spp=spp, packets=n, mb=size / 1e6, mb_per_s=size / best / 1e6,
                                 packets_per_s=n / best)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_vrt_parse_hostile(benchmark: Any, name: str) -> None:
+    """The worst garbage we can construct (devices/wsa4000/hostile.py) in 1 MB reads: MB/s.
+    Target (issue 14.6): >= 100 MB/s, so a hostile data port cannot eat a core."""
+    blob = hostile(name, scaled(64 << 20, minimum=1 << 20))
+    chunks = [blob[i:i + (1 << 20)] for i in range(0, len(blob), 1 << 20)]
+    timing: list[float] = []
+
+    def run() -> VRTParser:
+        parser = VRTParser()
+        t0 = time.perf_counter()
+        packets = sum(len(parser.feed(c)) for c in chunks)
+        timing.append(time.perf_counter() - t0)
+        assert packets == 0 and parser.counts["skipped_bytes"] + parser.pending == len(blob)
+        return parser
+
+    parser = benchmark.pedantic(run, rounds=1 if benchutil.QUICK else 3, iterations=1)
+    benchmark.extra_info.update(pattern=name, mb=len(blob) / 1e6,
+                                mb_per_s=len(blob) / min(timing) / 1e6,
+                                bad_size=parser.counts["bad_size"])
 
 
 @pytest.mark.parametrize("batch", [True, False], ids=["batched", "per_packet"])
@@ -152,7 +176,9 @@ SCENARIOS = {
 }
 
 
-def run_chain(scenario: str, spp: int, packets: int) -> dict[str, Any]:
+def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0) -> dict[str, Any]:
+    """``fft_pool``: run the fft endpoint as ``type = pool`` with that many thread workers
+    (scipy.fft releases the GIL), the configuration README recommends for line rate."""
     mode, rate, pace = SCENARIOS[scenario]
     if pace < 0:
         pace = LINE_RATE_PACKETS[spp]
@@ -164,7 +190,12 @@ def run_chain(scenario: str, spp: int, packets: int) -> dict[str, Any]:
         dev = p.add_device(WSA4000Device(
             "wsa1", host="127.0.0.1", control_port=ctl, data_port=data, spp=spp, mode=mode,
             ppb=32, rate=rate, timeout=10.0))
-        fft = p.add_endpoint(FFTEndpoint("fft", inbox_size=depth), subscribe=["wsa1.iq"])
+        if fft_pool:
+            pool = p.add_endpoint(EndpointPool("fft", {
+                "endpoint": "fft", "workers": fft_pool, "worker_mode": "thread", "chunk": 64,
+                "inbox_size": depth, "output": "spectrum"}), subscribe=["wsa1.iq"])
+        else:
+            fft = p.add_endpoint(FFTEndpoint("fft", inbox_size=depth), subscribe=["wsa1.iq"])
         cal = p.add_endpoint(CalibrateEndpoint("cal", inbox_size=depth),
                              subscribe=["wsa1.spectrum"])
         sink = p.add_endpoint(NullEndpoint("sink"), subscribe=["wsa1.spectrum_dbm"])
@@ -172,8 +203,10 @@ def run_chain(scenario: str, spp: int, packets: int) -> dict[str, Any]:
         _wait(lambda: sink.count >= 1)
         start_count, t0 = sink.count, time.perf_counter()
         produced0 = dev.packets
-        _wait(lambda: sink.count >= start_count + packets)
+        cpu0, sim0 = time.process_time(), _cpu_s(proc.pid)
+        _wait(lambda: sink.count >= start_count + packets, timeout=packets / 1000 + 300)
         elapsed = time.perf_counter() - t0
+        cpu, sim_cpu = time.process_time() - cpu0, _cpu_s(proc.pid) - sim0
         done = sink.count - start_count
         received = dev.packets - produced0
     finally:
@@ -188,7 +221,12 @@ def run_chain(scenario: str, spp: int, packets: int) -> dict[str, Any]:
     drops = {name: s["dropped_by_reason"] for group in ("endpoints", "producers")
              for name, s in snap[group].items() if s["dropped"]}
     assert done >= packets and p.balanced()
-    assert fft.spectra >= cal.calibrated >= packets
+    if fft_pool:  # the workers' own endpoints are the pool's business: its counters
+        spectra = int(snap["endpoints"]["fft"]["handled"])
+        fft_calls = int(pool.counters()["chunks"])
+    else:
+        spectra, fft_calls = fft.spectra, fft.fft_calls
+    assert spectra >= cal.calibrated >= packets
     rate_out = done / elapsed
     lost = bool(drops) or dev.gaps > 0
     return {"scenario": scenario, "spp": spp, "packets": done,
@@ -196,8 +234,18 @@ def run_chain(scenario: str, spp: int, packets: int) -> dict[str, Any]:
             "mb_per_s": rate_out * (4 * spp + 24) / 1e6,
             "line_rate_packets_per_s": LINE_RATE_PACKETS[spp],
             "kept_up_without_loss": not lost, "drops": drops, "gaps": dev.gaps,
-            "missing_packets": dev.missing_packets, "fft_calls": fft.fft_calls,
-            "spectra_per_fft_call": fft.spectra / max(1, fft.fft_calls)}
+            "missing_packets": dev.missing_packets, "fft_calls": fft_calls,
+            "spectra_per_fft_call": spectra / max(1, fft_calls), "fft_pool_threads": fft_pool,
+            "daemon_cpu_us_per_packet": cpu / max(1, received) * 1e6,
+            "daemon_cores": cpu / elapsed, "simulator_cores": sim_cpu / elapsed}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    import os
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize("scenario,spp", [
@@ -210,4 +258,25 @@ def test_chain_on_simulator(benchmark: Any, scenario: str, spp: int) -> None:
     packets = scaled(target, minimum=64)
     info = benchmark.pedantic(run_chain, args=(scenario, spp, packets),
                               rounds=1 if benchutil.QUICK else 3, iterations=1)
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("fft_pool", [0, 2], ids=["fft_thread", "fft_pool2"])
+def test_stream_line_rate_pool(benchmark: Any, fft_pool: int) -> None:
+    """Line rate at SPP 1024 with fft as one endpoint thread or a pool of 2 threads."""
+    packets = scaled(3 * 28_400, minimum=64)
+    info = benchmark.pedantic(run_chain, args=("stream_line_rate", 1024, packets, fft_pool),
+                              rounds=1 if benchutil.QUICK else 3, iterations=1)
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("fft_pool", [0, 2], ids=["fft_thread", "fft_pool2"])
+def test_stream_line_rate_long(benchmark: Any, fft_pool: int) -> None:
+    """The issue's acceptance run: SPP 1024 at gigabit line rate for 60 s through
+    driver -> fft -> calibrate -> sink; ``kept_up_without_loss`` is the verdict."""
+    if benchutil.QUICK:
+        pytest.skip("60 s run: benchmarks enabled only (-m long --benchmark-enable)")
+    info = benchmark.pedantic(run_chain, args=("stream_line_rate", 1024, 60 * 28_400, fft_pool),
+                              rounds=1, iterations=1)
     benchmark.extra_info.update(info)

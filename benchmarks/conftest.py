@@ -20,6 +20,8 @@ from radlogger.pipeline import tune_gc
 
 def pytest_configure(config: pytest.Config) -> None:
     tune_gc()  # as the daemon does at start (radlogger.pipeline.tune_gc)
+    config.addinivalue_line("markers", "long: a 60 s acceptance run (issue 18); skipped in the "
+                            "quick mode, select with -m long --benchmark-enable")
     disabled = bool(config.getoption("benchmark_disable", False)) and \
         not config.getoption("benchmark_enable", False)
     benchutil.QUICK = disabled or os.environ.get("RADLOGGER_BENCH_QUICK") == "1"

@@ -46,17 +46,26 @@ def _rate(b: dict[str, Any]) -> float | None:
 
 
 def table(data: dict[str, Any]) -> str:
-    rows = ["| benchmark | rate (/s) | p50 / p99 latency (us) | drops | min time (s) |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+    rows = ["| benchmark | rate (/s) | MB/s | CPU (us/item) | p50 / p99 latency (us) | drops "
+            "| min time (s) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
         rate = _rate(b)
         lat = (f"{info['p50_us']:.0f} / {info['p99_us']:.0f}" if "p99_us" in info else "")
-        drops = info.get("sink_drops", 0) + info.get("queue_drops", 0) if (
-            "sink_drops" in info or "queue_drops" in info) else ""
+        keys = ("sink_drops", "queue_drops", "kernel_drops", "drops")
+        drops: Any = sum(info[k] for k in keys if isinstance(info.get(k), int)) if any(
+            isinstance(info.get(k), int) for k in keys) else ""
+        if isinstance(info.get("drops"), dict):  # the WSA chain: drops by component
+            drops = (drops or 0) + sum(sum(r.values()) for r in info["drops"].values())
+        mb = f"{info['mb_per_s']:.0f}" if info.get("mb_per_s") else ""
+        cpu_keys = ("cpu_us_per_measurement", "daemon_cpu_us_per_packet",
+                    "daemon_cpu_us_per_frame")
+        cpu = next((f"{info[k]:.1f}" for k in cpu_keys if info.get(k)), "")
         module = Path(b["fullname"].split("::")[0]).stem
         rows.append(f"| `{b['fullname'].split('::', 1)[-1]}` ({module}) "
-                    f"| {_fmt(rate) if rate else ''} | {lat} | {drops} | {b['stats']['min']:.4f} |")
+                    f"| {_fmt(rate) if rate else ''} | {mb} | {cpu} | {lat} | {drops} "
+                    f"| {b['stats']['min']:.4f} |")
     m = data.get("machine_info", {})
     rows.append("")
     rows.append(f"Machine: {m.get('cpu_model', m.get('cpu', {}).get('brand_raw', '?'))}, "
@@ -100,6 +109,27 @@ def plots(data: dict[str, Any]) -> list[Path]:
         ax1.set_title("Synthetic scalar stream: device -> queue -> broker -> endpoint")
         fig.tight_layout()
         path = IMAGES / "bench-sweep.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        made.append(path)
+    linger = [b for b in data["benchmarks"] if b["name"].startswith("test_low_rate_linger")]
+    if linger:
+        fig, ax1 = plt.subplots(figsize=(8, 3.5))
+        ms = [b["extra_info"]["linger_ms"] for b in linger]
+        ax1.plot(ms, [b["extra_info"]["cpu_us_per_measurement"] for b in linger], "o-",
+                 label="CPU us/measurement (process)")
+        ax1.plot(ms, [b["extra_info"].get("broker_endpoint_us_per_measurement", 0)
+                      for b in linger], "^-", label="broker + endpoint threads")
+        ax1.set_xlabel("broker linger (ms)")
+        ax1.set_ylabel("CPU us per measurement")
+        ax2 = ax1.twinx()
+        ax2.plot(ms, [b["extra_info"].get("p99_us", 0) / 1e3 for b in linger], "s--",
+                 color="#b7791f", label="p99 latency (ms)")
+        ax2.set_ylabel("p99 latency (ms)")
+        ax1.legend(loc="upper right", fontsize=8)
+        ax1.set_title("1,000 measurements/s: CPU and latency against the broker's linger")
+        fig.tight_layout()
+        path = IMAGES / "bench-linger.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         made.append(path)

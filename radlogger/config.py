@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plugins
+from .broker import DEFAULT_LINGER
 from .control import CONTROL_OPTIONS
 from .graph import Graph, build_graph
 from .inifile import DAEMON_SECTION, ConfigError, Section, include_files, read_file
@@ -53,6 +54,9 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
            "topics cannot grow memory without bound", min=1, max=10_000_000),
     Option("batch_max", int, 8192, "most measurements the broker takes from the queue at once",
            min=1),
+    Option("linger", float, DEFAULT_LINGER, "seconds the broker lets measurements gather "
+           "before it publishes them (like Kafka's linger.ms): fewer wake-ups per measurement "
+           "at low rates for that much added latency; 0 = publish at once", min=0, max=1.0),
     Option("pool_workers", int, 2, "threads of the shared pool that runs endpoints with "
            "mode = shared", min=1),
     Option("shutdown_deadline", float, 10.0, "seconds allowed at stop (and per reload step) to "
@@ -70,7 +74,7 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
 )
 #: daemon options that size the running pipeline: a reload cannot change them
 RESTART_ONLY = ("queue_size", "queue_policy", "block_timeout", "batch_max", "pool_workers",
-                "max_topics",
+                "max_topics", "linger",
                 "control_port", "control_host", "control_token", "status_interval",
                 "status_down_after")
 

@@ -98,6 +98,7 @@ class Daemon:
         pipeline = Pipeline(queue_size=d.queue_size, overflow=d.queue_policy,
                             block_timeout=d.block_timeout, batch_max=d.batch_max,
                             pool_workers=d.pool_workers, max_topics=d.max_topics)
+        pipeline.broker.linger = d.linger
         self.reconfigurer = Reconfigurer(pipeline)
         self.reconfigurer.build(self.config)
         return pipeline

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from radlogger.devices.wsa4000.hostile import HOSTILE, hostile
 from radlogger.devices.wsa4000.vrt import (
     CONTEXT,
     DATA,
@@ -274,3 +275,19 @@ def test_corrupted_streams_never_raise_and_account_for_bytes(seed: int,
     consumed = sum(4 * p.size for p in out)
     assert consumed + parser.counts["skipped_bytes"] + parser.pending == len(buf)
     assert len(out) <= len(expected) + n_mutations
+
+
+# ------------------------------------------------------------------ hostile input (issue 14.6)
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+@pytest.mark.parametrize("chunk", [1 << 20, 4093, 61])
+def test_every_valid_packet_is_found_after_hostile_garbage(name: str, chunk: int) -> None:
+    rng = np.random.default_rng(11)
+    good = [encode_data(iq14(rng, 1024), i, 1, 0) for i in range(6)]
+    junk = hostile(name, 50_000)
+    stream = b"".join(junk + g for g in good)
+    parser = VRTParser()
+    got = feed_all(parser, [stream[i:i + chunk] for i in range(0, len(stream), chunk)])
+    assert [p.count for p in got] == list(range(6))
+    assert all(p.spp == 1024 for p in got)
+    assert parser.counts["skipped_bytes"] + parser.pending == 6 * len(junk)
+    assert parser.counts["data"] == 6 and parser.counts["context"] == 0

@@ -25,9 +25,19 @@ Design of the parser (:class:`VRTParser`):
   shows as a data packet whose "trailer" lacks the valid-data enable bit every WSA trailer
   has, followed by garbage: dropped (``bad_size``) and resynchronised past.
 * Chunking never changes the result of a well-formed stream, with or without garbage between
-  packets; the size checks above look ahead only at bytes already received, so for a stream
-  with lying sizes the outcome can depend on where a read ended (it is counted either way).
+  packets.  A packet whose next header has not arrived yet gets the embedded-header and trailer
+  checks as well, so a liar at the end of a read cannot swallow the packets after it.
 * ``feed`` never raises on input; every problem is a count in :attr:`VRTParser.counts`.
+* Bounded resync cost (issue 14.6): ``bytes.find`` is C speed only while stream-id prefixes are
+  rare.  A hostile port can send them every few bytes (6-12 MB/s through the Python loop), or
+  plausible headers whose sizes lie (one Python iteration per 8 bytes).  So after a few
+  candidates in Python, and for every resync inside a garbage run, the search is vectorised
+  (:func:`_candidates`): numpy finds every stream-id prefix in a window, checks plausibility on
+  all of them at once, and also applies the size checks above to all of them (next header,
+  embedded header, trailer), so headers that lie are skipped in bulk (each counted in
+  ``bad_size``).  The window starts at 4 KiB and doubles, so a resync costs in proportion to
+  the garbage it skips.  Well-formed packets still cost one Python iteration each: a flood of
+  minimum-size (28-byte) packets is valid input, not garbage (README, Known limits).
 """
 
 from __future__ import annotations
@@ -65,8 +75,46 @@ _PLAUSIBLE: dict[int, tuple[int, frozenset[int], int, int]] = {
     EXT_FIXED: (EXT_CONTEXT, frozenset({EXT_STREAM}), 6, 64),
 }
 _SID_PREFIX = b"\x90\x00\x00"  # every WSA stream id starts with these bytes
+_PY_CANDIDATES = 8  # stream-id prefixes tried with bytes.find before the numpy scan
+_WINDOW = 4096  # first window of the numpy scan; doubles while nothing is found
 _HDR = struct.Struct(">II")
 _U32 = struct.Struct(">I")
+
+
+def _plausible_bytes(b0: np.ndarray, b1: np.ndarray, b4: np.ndarray, b5: np.ndarray,
+                     b6: np.ndarray, b7: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """:meth:`VRTParser._plausible` on arrays of the 8 header bytes (b2, b3 give ``size``)."""
+    sid = (b4 == 0x90) & (b5 == 0) & (b6 == 0) & ((b1 & 0xF0) == 0x60)
+    data = (b0 == DATA_FIXED >> 24) & (b7 == IQ_STREAM & 0xFF) & (size >= 7)
+    ctx = (b0 == CONTEXT_FIXED >> 24) & ((b7 == RECEIVER_STREAM & 0xFF) |
+                                         (b7 == DIGITIZER_STREAM & 0xFF))
+    ctx |= (b0 == EXT_FIXED >> 24) & (b7 == EXT_STREAM & 0xFF)
+    ctx &= (size >= 6) & (size <= 64)
+    return sid & (data | ctx)  # type: ignore[no-any-return]
+
+
+def _sizes(b2: np.ndarray, b3: np.ndarray) -> np.ndarray:
+    return (b2.astype(np.int64) << 8) | b3
+
+
+def _plausible_at(a: np.ndarray, offs: np.ndarray) -> np.ndarray:
+    """Whether a plausible header starts at each of ``offs`` (all with ``off + 8 <= len(a)``)."""
+    b = [a[offs + i] for i in range(8)]
+    return _plausible_bytes(b[0], b[1], b[4], b[5], b[6], b[7], _sizes(b[2], b[3]))
+
+
+def _candidates(a: np.ndarray, s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offsets p in [s, e] of plausible headers (``e + 8 <= len(a)``): positions, sizes in
+    words, and which are data packets."""
+    w = a[s:e + 8]
+    m = w[4:-3] == 0x90  # the stream-id prefix first: it rules out nearly everything
+    m &= w[5:-2] == 0
+    m &= w[6:-1] == 0
+    idx = np.flatnonzero(m)
+    b = [w[idx + i] for i in range(8)]
+    size = _sizes(b[2], b[3])
+    ok = _plausible_bytes(b[0], b[1], b[4], b[5], b[6], b[7], size)
+    return idx[ok] + s, size[ok], b[0][ok] == DATA_FIXED >> 24
 
 
 class VRTParser:
@@ -139,12 +187,18 @@ class VRTParser:
             return None
         return ptype, size
 
-    def _find_header(self, buf: bytes, start: int, stop: int) -> int:
-        """First offset p in [start, stop - 8] holding a plausible header, or -1."""
+    def _find_header(self, buf: bytes, start: int, stop: int, accept: bool = False) -> int:
+        """First offset p in [start, stop - 8] holding a plausible header, or -1.
+
+        With ``accept`` (a resync), the first header :meth:`_parse` would take or cannot judge
+        yet; headers rejected on the way are counted in ``bad_size``.  A few candidates are
+        tried in Python (random bytes hold one in 2**24 positions), then numpy takes over.
+        """
         find = buf.find
         plausible = self._plausible
         q = start + 4
-        while True:
+        bulk = accept and self._in_garbage  # in a garbage run, headers are judged in bulk
+        for _ in range(_PY_CANDIDATES):
             q = find(_SID_PREFIX, q, stop)
             if q < 0 or q + 4 > stop:
                 return -1
@@ -152,8 +206,59 @@ class VRTParser:
             if p >= start:
                 hdr, sid = _HDR.unpack_from(buf, p)
                 if plausible(hdr, sid) is not None:
+                    if bulk:
+                        return self._bulk_find(buf, p, stop, accept)
                     return p
             q += 1
+        return self._bulk_find(buf, max(start, q - 4), stop, accept)
+
+    def _bulk_find(self, buf: bytes, start: int, stop: int, accept: bool) -> int:
+        a = np.frombuffer(buf, np.uint8)
+        n = len(buf)
+        window = _WINDOW
+        s = start
+        carry = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
+        while s <= stop - 8:
+            e = min(s + window, stop - 8)  # header offsets [s, e]
+            window *= 2
+            cpos, csize, cdata = _candidates(a, s, e)
+            s = e + 1
+            if not accept:
+                if len(cpos):
+                    return int(cpos[0])
+                continue
+            # headers still undecided from the previous window come first
+            pos = np.concatenate((carry[0], cpos))
+            size = np.concatenate((carry[1], csize))
+            is_data = np.concatenate((carry[2], cdata))
+            if not len(pos):
+                continue
+            ends = pos + (size << 2)
+            whole = ends + 8 <= n  # the packet and the 8 bytes after it are here
+            nxt_ok = _plausible_at(a, np.where(whole, ends, 0)) & whole
+            first_inner = np.searchsorted(pos, pos + 8, "left")
+            has_inner = (first_inner < len(pos)) & \
+                (pos[np.minimum(first_inner, len(pos) - 1)] <= ends - 8)
+            trailer = np.where(whole, ends - 4, 0)
+            trailer_ok = (a[trailer] & (VALID_ENABLE >> 24)) != 0  # the bit is in byte 0
+            # as in _parse: an embedded header proves a lie unless the next header proves the
+            # size; so does a data trailer without the valid bit with garbage after it
+            rejected = ~nxt_ok & (has_inner | (whole & is_data & ~trailer_ok))
+            # no embedded header in this window, but one may follow in the next
+            undecided = ~rejected & ~nxt_ok & (ends - 8 > e) & (s <= stop - 8)
+            keep = np.flatnonzero(~rejected)
+            if not len(keep):
+                self.counts["bad_size"] += len(pos)
+                carry = carry[0][:0], carry[1][:0], carry[2][:0]
+                continue
+            i = int(keep[0])
+            self.counts["bad_size"] += i
+            if not undecided[i]:
+                return int(pos[i])
+            carry = pos[i:], size[i:], is_data[i:]
+        if accept and len(carry[0]):  # the buffer ends first: _parse judges that header
+            return int(carry[0][0])
+        return -1
 
     def _skip(self, n: int) -> None:
         if n <= 0:
@@ -162,6 +267,16 @@ class VRTParser:
             self._in_garbage = True
             self.counts["resyncs"] += 1
         self.counts["skipped_bytes"] += n
+
+    def _lied(self, buf: bytes, pos: int, inner: int) -> int:
+        """The packet at ``pos`` holds a header at ``inner``: count it, resync; new position."""
+        self.counts["bad_size"] += 1
+        self._skip(inner - pos)
+        n = len(buf)
+        nxt = self._find_header(buf, inner, n, accept=True)
+        end = nxt if nxt >= 0 else max(inner, n - 7)  # that one lied too: skipped in bulk
+        self._skip(end - inner)
+        return end
 
     def _parse(self, buf: bytes) -> tuple[list[VRTPacket], int, int]:
         """Parse whole packets from ``buf``; returns (packets, bytes consumed, bytes needed)."""
@@ -181,14 +296,21 @@ class VRTParser:
                 ptype, size = kind
                 nbytes = size << 2
                 if left < nbytes:
-                    return out, pos, nbytes - left
+                    # a plausible header inside the bytes received so far proves the size
+                    # lied; look again as the packet grows (geometrically: O(n) in all)
+                    inner = self._find_header(buf, pos + 8, n)
+                    if inner < 0:
+                        return out, pos, min(nbytes - left, max(_WINDOW, left))
+                    pos = self._lied(buf, pos, inner)
+                    continue
                 end = pos + nbytes
-                if end + 8 <= n and plausible(*unpack_hdr(buf, end)) is None:
+                # the next header proves the size; when it has not arrived yet, the packet is
+                # checked all the same (an embedded header, a missing trailer bit): taking a
+                # liar at the end of a read would swallow the packets it covers
+                if end + 8 > n or plausible(*unpack_hdr(buf, end)) is None:
                     inner = self._find_header(buf, pos + 8, end)
                     if inner >= 0:  # the size lied: the next packet starts inside this one
-                        counts["bad_size"] += 1
-                        self._skip(inner - pos)
-                        pos = inner
+                        pos = self._lied(buf, pos, inner)
                         continue
                     if ptype == DATA and not _U32.unpack_from(buf, end - 4)[0] & VALID_ENABLE:
                         # garbage follows and the "trailer" is not one a WSA sends: the size
@@ -196,7 +318,7 @@ class VRTParser:
                         counts["bad_size"] += 1
                         kind = None
             if kind is None:
-                nxt = self._find_header(buf, pos + 1, n)
+                nxt = self._find_header(buf, pos + 1, n, accept=True)
                 if nxt < 0:
                     keep = max(pos, n - 7)  # a header may begin in the last 7 bytes
                     self._skip(keep - pos)

@@ -104,7 +104,8 @@ class CalibrateEndpoint(ProcessingEndpoint):
         results: dict[int, np.ndarray] = {}
         for items in groups.values():
             idxs = [i for i, _, _ in items]
-            rows = np.stack([batch[i].value for i in idxs]).astype(np.float32)
+            # one fresh stack, then everything in place on it
+            rows = np.stack([batch[i].value for i in idxs]).astype(np.float32, copy=False)
             offsets = np.array([r for _, r, _ in items], dtype=np.float32) + \
                 np.float32(s.correction)
             rows += offsets[:, None]
