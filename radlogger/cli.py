@@ -125,12 +125,14 @@ def _load(path: str | None) -> Any:
         fail(str(exc))
 
 
-def _control_of(path: str) -> tuple[str, int, str]:
-    """control_host, control_port, control_token of a configuration (radlogger.controladdr)."""
-    from .controladdr import AddressError, control_of
+def _address(path: str | None, url: str | None, port: int | None, host: str,
+             token: str | None) -> tuple[str, str | None]:
+    """The control API's URL and token (radlogger.controladdr), or a one-line failure."""
+    from .controladdr import AddressError, resolve
 
     try:
-        return control_of(path, warn=lambda text: click.echo(f"warning: {text}", err=True))
+        return resolve(path, url, port, host, token,
+                       warn=lambda text: click.echo(f"warning: {text}", err=True))
     except AddressError as exc:
         fail(str(exc))
 
@@ -255,17 +257,7 @@ def status(ctx: click.Context, path: str | None, url: str | None, port: int | No
     import urllib.request
 
     _tool_logging(ctx)
-    if url is None and port is not None:
-        url = f"http://{host}:{port}"
-    if url is None:
-        if path is None:
-            fail("which daemon? give --port, --url, or -c with the daemon's configuration")
-        c_host, c_port, c_token = _control_of(path)
-        if not c_port:
-            fail(f"{path}: control_port is 0 (the status API is off); set control_port in "
-                 "[radlogger] and restart the daemon")
-        url = f"http://{c_host}:{c_port}"
-        token = token or c_token or None
+    url, token = _address(path, url, port, host, token)
     req = urllib.request.Request(url.rstrip("/") + ("/status" if as_json else "/status.txt"))
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -359,7 +351,7 @@ def simulate(name: str | None, args: tuple[str, ...]) -> None:
 def _register() -> None:
     from .watch import make_command
 
-    cli.add_command(make_command(_control_of, fail))
+    cli.add_command(make_command(_address, fail))
 
 
 _register()

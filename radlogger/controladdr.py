@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import ConfigurationError
 
-__all__ = ["AddressError", "control_of", "token_of"]
+__all__ = ["AddressError", "control_of", "token_of", "resolve"]
 
 
 class AddressError(ConfigurationError):
@@ -55,3 +55,22 @@ def token_of(token: str, token_file: str) -> str:
     except OSError as exc:
         raise AddressError(f"control_token_file {file}: {exc.strerror}; run as the daemon's "
                            "user, or pass --token") from None
+
+
+def resolve(path: str | None, url: str | None, port: int | None, host: str,
+            token: str | None, warn: Callable[[str], None] = lambda text: None
+            ) -> tuple[str, str | None]:
+    """The control API's URL and token from what the user gave: ``--url``, ``--port`` (on
+    ``--host``), or ``-c`` with the daemon's configuration; ``--token`` wins over the file's."""
+    if url is None and port is not None:
+        url = f"http://{host}:{port}"
+    if url is not None:
+        return url, token
+    if path is None:
+        raise AddressError("which daemon? give --port, --url, or -c with the daemon's "
+                           "configuration")
+    c_host, c_port, c_token = control_of(path, warn)
+    if not c_port:
+        raise AddressError(f"{path}: control_port is 0 (the control API is off); set "
+                           "control_port in [radlogger] and restart the daemon")
+    return f"http://{c_host}:{c_port}", token or c_token or None

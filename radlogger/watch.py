@@ -152,14 +152,14 @@ def _quit_pressed(stdin: Any, wait: float) -> bool:
     return bool(ready) and stdin.read(1) in ("q", "Q")
 
 
-def make_command(control_of: Callable[[str], tuple[str, int, str]],
+def make_command(address: Callable[..., tuple[str, str | None]],
                  fail: Callable[..., NoReturn]) -> click.Command:
-    """The ``watch`` command; the CLI passes in how it reads a configuration's control
-    address and how it fails (so this module never imports the CLI back)."""
+    """The ``watch`` command; the CLI passes in how it finds the control API (``address``:
+    the same as ``status``) and how it fails (so this module never imports the CLI back)."""
 
     @click.command()
     @click.argument("pattern", required=False, default="")
-    @click.option("-c", "--config", "path", type=click.Path(dir_okay=False), default=None,
+    @click.option("-c", "--config", "path", type=click.Path(), default=None,
                   envvar="RADLOGGER_CONFIG", help="The running daemon's configuration (its "
                   "control_host, control_port and control_token are used).")
     @click.option("--url", default=None, help="Control API address, e.g. http://127.0.0.1:8765.")
@@ -181,17 +181,7 @@ def make_command(control_of: Callable[[str], tuple[str, int, str]],
             from rich.live import Live
         except ImportError:
             fail("watch needs rich: pip install 'radloggerd[watch]'", 1)
-        if url is None and port is not None:
-            url = f"http://{host}:{port}"
-        if url is None:
-            if path is None:
-                fail("which daemon? give --port, --url, or -c with the daemon's configuration")
-            c_host, c_port, c_token = control_of(path)
-            if not c_port:
-                fail(f"{path}: control_port is 0 (the control API is off); set control_port in "
-                     "[radlogger] and restart the daemon")
-            url = f"http://{c_host}:{c_port}"
-            token = token or c_token or None
+        url, token = address(path, url, port, host, token)
 
         def get() -> dict[str, Any]:
             assert url is not None
