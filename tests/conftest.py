@@ -94,3 +94,20 @@ def no_leaked_threads() -> Iterator[None]:
         wait_for(lambda: not leaked(), 5.0, interval=0.01)
     except AssertionError:
         raise AssertionError(f"threads leaked by the test: {leaked()}") from None
+
+
+@pytest.fixture
+def broker(tmp_path: Any) -> Iterator[Any]:
+    """A real mosquitto on a free port (tests/mosquitto.py), stopped after the test."""
+    from mosquitto import broker_fixture
+
+    yield from broker_fixture(tmp_path)
+
+
+@pytest.fixture
+def host_a() -> Iterator[Pipeline]:
+    """A second pipeline: the publishing radloggerd (``pipeline`` is the subscribing one)."""
+    p = Pipeline()
+    yield p
+    if p.running:
+        p.stop(5)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-from mosquitto import Mosquitto, broker_fixture
+from mosquitto import Mosquitto
 
 from conftest import wait_for
 from radlogger.devices.mqtt import MQTTDevice
@@ -26,18 +25,6 @@ from radlogger.pipeline import Pipeline
 FAST = {"backoff_initial": 0.02, "backoff_max": 0.1}
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    yield from broker_fixture(tmp_path)
-
-
-@pytest.fixture
-def host_a() -> Iterator[Pipeline]:
-    """The publishing radloggerd (the ``pipeline`` fixture is the subscribing one)."""
-    p = Pipeline()
-    yield p
-    if p.running:
-        p.stop(5)
 
 
 class Recorder(Endpoint):

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from mosquitto import Mosquitto, broker_fixture
+from mosquitto import Mosquitto
 from test_mqtt import FAST, Recorder
 
 from conftest import wait_for
@@ -25,17 +23,6 @@ from radlogger.wire import WireError
 ARR = (np.arange(6) * (1 - 1j)).astype(np.complex64).reshape(2, 3)
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    yield from broker_fixture(tmp_path)
-
-
-@pytest.fixture
-def host_a() -> Iterator[Pipeline]:
-    p = Pipeline()
-    yield p
-    if p.running:
-        p.stop(5)
 
 
 def _values() -> list[object]:
