@@ -71,6 +71,8 @@ def test_acknowledged_messages_survive_a_broker_restart_only_with_persistence(
         for i in range(N):
             out.push(Measurement("src", "src.v", i))
         wait_for(lambda: ep.confirmed == N, message="every message acknowledged (PUBACK)")
+        # handled is counted when the batch returns, just after its last PUBACK
+        wait_for(lambda: ep.stats.handled == N, message="the batch accounted")
         assert ep.stats.handled == N and ep.stats.dropped == 0
         assert p.stop(5)
         broker.restart()  # SIGTERM: with persistence the broker saves its queues first
