@@ -81,6 +81,17 @@ def test_decode_and_assemble(benchmark, frames_per_s: int) -> None:  # type: ign
     benchmark.extra_info.update(frames=n, lag_sets=sets)
 
 
+def _send_frames(port: int, rate: float, total: int,
+                 timeout: float) -> subprocess.CompletedProcess[str]:
+    """The WIDAR simulator in its own process: ``total`` frames of 10 baselines x 4 products."""
+    return subprocess.run(
+        [sys.executable, "-c", "from radlogger.devices.widar.simulator import cli; cli()",
+         "--port", str(port), "--rate", str(rate), "--frames", str(total),
+         "--baselines", "10", "--products", "AA,AB,BA,BB", "--lags", str(LAGS),
+         "--lags-per-frame", str(LPF)], capture_output=True, text=True, timeout=timeout,
+        check=True)
+
+
 def run_udp(rate: int, seconds: float) -> dict[str, float]:
     """The simulator runs as its own process (``simulate widar``) so it does not share
     this interpreter's GIL with the receiver."""
@@ -94,12 +105,7 @@ def run_udp(rate: int, seconds: float) -> dict[str, float]:
     try:
         _wait(lambda: dev.state is DeviceState.RUNNING)
         total = int(rate * seconds) // 320 * 320
-        sender = subprocess.run(
-            [sys.executable, "-c", "from radlogger.devices.widar.simulator import cli; cli()",
-             "--port", str(dev.bound_port), "--rate", str(rate), "--frames", str(total),
-             "--baselines", "10", "--products", "AA,AB,BA,BB", "--lags", str(LAGS),
-             "--lags-per-frame", str(LPF)], capture_output=True, text=True, timeout=600,
-            check=True)
+        sender = _send_frames(dev.bound_port, rate, total, 600)
         report = re.search(r"sent (\d+) frames in ([\d.]+) s", sender.stderr)
         assert report is not None, sender.stderr
         sent, send_s = int(report.group(1)), float(report.group(2))
@@ -208,12 +214,7 @@ def run_full_chain(rate: int, seconds: float, mode: str, directory: Any,
     try:
         _wait(lambda: dev.state is DeviceState.RUNNING)
         total = int(rate * seconds) // 320 * 320
-        sender = subprocess.run(
-            [sys.executable, "-c", "from radlogger.devices.widar.simulator import cli; cli()",
-             "--port", str(dev.bound_port), "--rate", str(rate), "--frames", str(total),
-             "--baselines", "10", "--products", "AA,AB,BA,BB", "--lags", str(LAGS),
-             "--lags-per-frame", str(LPF)], capture_output=True, text=True,
-            timeout=seconds * 10 + 60, check=True)
+        sender = _send_frames(dev.bound_port, rate, total, seconds * 10 + 60)
         report = re.search(r"sent (\d+) frames in ([\d.]+) s", sender.stderr)
         assert report is not None, sender.stderr
         sent, send_s = int(report.group(1)), float(report.group(2))
