@@ -6,7 +6,7 @@
 * ``test_fft_batched_vs_per_packet``: the ``fft`` endpoint on 256 waiting SPP-1024 packets, one
   2-D FFT versus one FFT call per packet.
 * ``test_chain_on_simulator``: the simulator (its own process, like the instrument) ->
-  WSA4000 driver -> queue -> broker -> fft -> calibrate -> counting sink, in three
+  WSA4000 driver -> queue -> broker -> fft -> calibrate -> spectrum store (.npy), in three
   scenarios: the document's block burst (SPP 1024 x 32 packets x 50 blocks/s), block
   captures back to back, and a stream paced at gigabit line rate (~28,400 packets/s at SPP
   1024, ~900 at SPP 32768).  ``extra_info`` records packets/s through the whole chain, MB/s,
@@ -24,7 +24,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ from radlogger.devices.wsa4000.vrtparser import VRTParser
 from radlogger.endpoints.null import NullEndpoint
 from radlogger.endpoints.spectrum.calibrate import CalibrateEndpoint
 from radlogger.endpoints.spectrum.fft import FFTEndpoint
+from radlogger.endpoints.spectrum.sink import SpectrumSink
 from radlogger.measurement import Measurement
 from radlogger.pipeline import Pipeline
 from radlogger.workers.pool import EndpointPool
@@ -178,7 +181,15 @@ SCENARIOS = {
 
 def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0) -> dict[str, Any]:
     """``fft_pool``: run the fft endpoint as ``type = pool`` with that many thread workers
-    (scipy.fft releases the GIL), the configuration README recommends for line rate."""
+    (scipy.fft releases the GIL).  The chain ends in the documented store of spectra
+    (etc/wsa4000.ini ``[endpoint:spectra]``: ``type = spectrum``, ``format = npy``), and what
+    it wrote is read back and checked."""
+    with tempfile.TemporaryDirectory(prefix="bench-wsa-") as tmp:
+        return _run_chain(scenario, spp, packets, fft_pool, Path(tmp))
+
+
+def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, tmp: Path
+               ) -> dict[str, Any]:
     mode, rate, pace = SCENARIOS[scenario]
     if pace < 0:
         pace = LINE_RATE_PACKETS[spp]
@@ -198,16 +209,24 @@ def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0) -> dict[
             fft = p.add_endpoint(FFTEndpoint("fft", inbox_size=depth), subscribe=["wsa1.iq"])
         cal = p.add_endpoint(CalibrateEndpoint("cal", inbox_size=depth),
                              subscribe=["wsa1.spectrum"])
-        sink = p.add_endpoint(NullEndpoint("sink"), subscribe=["wsa1.spectrum_dbm"])
+        # etc/wsa4000.ini's store (render_interval = 10 s as there; no PNG at stop here)
+        store = p.add_endpoint(SpectrumSink("spectra", {
+            "directory": str(tmp), "format": "npy", "flush_rows": 256, "history": 600,
+            "render_interval": 10.0, "render_on_stop": False, "inbox_size": depth}),
+            subscribe=["wsa1.spectrum_dbm"])
+
+        def stored() -> int:
+            return int(store.stats.handled)
+
         p.start()
-        _wait(lambda: sink.count >= 1)
-        start_count, t0 = sink.count, time.perf_counter()
+        _wait(lambda: stored() >= 1)
+        start_count, t0 = stored(), time.perf_counter()
         produced0 = dev.packets
         cpu0, sim0 = time.process_time(), _cpu_s(proc.pid)
-        _wait(lambda: sink.count >= start_count + packets, timeout=packets / 1000 + 300)
+        _wait(lambda: stored() >= start_count + packets, timeout=packets / 1000 + 300)
         elapsed = time.perf_counter() - t0
         cpu, sim_cpu = time.process_time() - cpu0, _cpu_s(proc.pid) - sim0
-        done = sink.count - start_count
+        done = stored() - start_count
         received = dev.packets - produced0
     finally:
         p.stop(30.0)
@@ -227,6 +246,16 @@ def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0) -> dict[
     else:
         spectra, fft_calls = fft.spectra, fft.fft_calls
     assert spectra >= cal.calibrated >= packets
+    # what the store holds: every spectrum it handled, flushed at stop, in dBm
+    assert store.stored == store.stats.handled >= packets
+    (path,) = store.files
+    records = np.load(path, mmap_mode="r")
+    assert len(records) == store.stored and records["dbm"].shape[1] == spp
+    last = np.asarray(records["dbm"][-1])
+    peak = int(np.argmax(last))  # the simulator's 3 MHz tone, 0.3 of full scale
+    freq = records["rf_freq"][-1] + (peak - spp // 2) * records["span"][-1] / spp
+    assert abs(freq - records["rf_freq"][-1] - 3e6) <= 2 * records["span"][-1] / spp
+    assert np.all(np.diff(records["t_ns"][-256:]) >= 0)
     rate_out = done / elapsed
     lost = bool(drops) or dev.gaps > 0
     return {"scenario": scenario, "spp": spp, "packets": done,
@@ -236,6 +265,7 @@ def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0) -> dict[
             "kept_up_without_loss": not lost, "drops": drops, "gaps": dev.gaps,
             "missing_packets": dev.missing_packets, "fft_calls": fft_calls,
             "spectra_per_fft_call": spectra / max(1, fft_calls), "fft_pool_threads": fft_pool,
+            "stored_spectra": store.stored, "store_bytes": path.stat().st_size,
             "daemon_cpu_us_per_packet": cpu / max(1, received) * 1e6,
             "daemon_cores": cpu / elapsed, "simulator_cores": sim_cpu / elapsed}
 
@@ -274,7 +304,7 @@ def test_stream_line_rate_pool(benchmark: Any, fft_pool: int) -> None:
 @pytest.mark.parametrize("fft_pool", [0, 2], ids=["fft_thread", "fft_pool2"])
 def test_stream_line_rate_long(benchmark: Any, fft_pool: int) -> None:
     """The issue's acceptance run: SPP 1024 at gigabit line rate for 60 s through
-    driver -> fft -> calibrate -> sink; ``kept_up_without_loss`` is the verdict."""
+    driver -> fft -> calibrate -> spectrum store; ``kept_up_without_loss`` is the verdict."""
     if benchutil.QUICK:
         pytest.skip("60 s run: benchmarks enabled only (-m long --benchmark-enable)")
     info = benchmark.pedantic(run_chain, args=("stream_line_rate", 1024, 60 * 28_400, fft_pool),
