@@ -81,9 +81,9 @@ def to_complex_rows(values: list[np.ndarray], scale: float = 1.0) -> np.ndarray:
     """
     first = values[0]
     if np.iscomplexobj(first):
-        rows = np.stack(values).astype(np.complex64, copy=False)
+        rows = np.array(values, dtype=np.complex64)  # one C call; np.stack costs ~1 us a row
     else:
-        pairs = np.stack(values).astype(np.float32)
+        pairs = np.array(values, dtype=np.float32)
         rows = np.ascontiguousarray(pairs.view(np.complex64)[..., 0])
     if scale != 1.0:
         rows *= np.float32(scale)
@@ -145,8 +145,14 @@ def power_db(x: np.ndarray, dc_removal: bool = True, correct: bool = False,
     return mag
 
 
+_C64 = np.dtype(np.complex64)
+
+
 def _shape_key(value: Any) -> tuple[int, bool] | None:
     """(length, complex) of a usable packet, else None."""
+    if value.__class__ is np.ndarray and value.dtype is _C64 and value.ndim == 1:
+        n = value.shape[0]  # the driver's packets: the common case, checked first
+        return (n, True) if n >= 2 else None
     shape = getattr(value, "shape", None)
     if shape is None:
         return None
@@ -196,21 +202,29 @@ class FFTEndpoint(ProcessingEndpoint):
             groups.setdefault(key, []).append(idx)
         if not groups:
             return
-        results: dict[int, np.ndarray] = {}
+        results: list[np.ndarray | None] = [None] * len(batch)
+        step = _BATCH_ROWS if s.batch else 1
+        correct, window = s.iq_correction, s.window == "hann"
         for idxs in groups.values():
-            step = _BATCH_ROWS if s.batch else 1
-            chunks = [idxs[k:k + step] for k in range(0, len(idxs), step)]
-            for chunk in chunks:
+            for k in range(0, len(idxs), step):
+                chunk = idxs[k:k + step]
                 rows = to_complex_rows([batch[i].value for i in chunk])
-                db = power_db(rows, s.dc_removal, s.iq_correction, s.window == "hann",
-                              scale=self.scale, overwrite=True)
+                db = power_db(rows, s.dc_removal, correct, window, scale=self.scale,
+                              overwrite=True)
                 self.fft_calls += 1
                 self.spectra += len(chunk)
                 for row, i in enumerate(chunk):
                     results[i] = db[row]
-        extra = {"fft_size": 0, "window": s.window}
-        for i in sorted(results):
-            m = batch[i]
-            value = results[i]
-            extra["fft_size"] = value.shape[0]
-            self.publish(m.derive(self.name, self.out_topic(m.topic), value, "dBFS", extra))
+        extra_window = s.window
+        out_topic = self.out_topic
+        publish = self.publish
+        name = self.name
+        for m, value in zip(batch, results):
+            if value is None:
+                continue
+            meta = dict(m.meta) if m.meta else {}
+            meta["fft_size"] = value.shape[0]
+            meta["window"] = extra_window
+            # Measurement.derive, inlined: one dict and one object per spectrum
+            publish(Measurement(name, out_topic(m.topic), value, m.t_ns, "dBFS", m.device_time,
+                                meta, m.seq))

@@ -50,16 +50,30 @@ class Track:
         self.rf_freq = 0.0
         self.span = 1.0
         self.freqs = frequency_axis(0.0, 1.0, n)
-        self.pending: list[tuple[int, int, float, float, np.ndarray]] = []
+        #: records not yet written: the first ``pending_rows`` of a re-used buffer
+        self.pending: np.ndarray | None = None
+        self.pending_rows = 0
 
-    def add(self, m: Measurement, rf_freq: float, span: float) -> None:
-        row = self.count % len(self.history)
-        self.history[row] = m.value
-        self.times[row] = m.t_ns
-        self.count += 1
-        self.latest = self.history[row]
-        self.meta = m.meta or {}
-        self.unit = m.unit
+    def extend(self, rows: np.ndarray, times: np.ndarray, last: Measurement, rf_freq: float,
+               span: float) -> None:
+        """Add consecutive spectra ``rows`` (k, n) to the ring; ``last`` is the newest one."""
+        h = len(self.history)
+        k = len(rows)
+        if k > h:  # only the newest h fit
+            rows, times = rows[-h:], times[-h:]
+            self.count += k - h
+            k = h
+        start = self.count % h
+        first = min(k, h - start)
+        self.history[start:start + first] = rows[:first]
+        self.times[start:start + first] = times[:first]
+        if first < k:
+            self.history[:k - first] = rows[first:]
+            self.times[:k - first] = times[first:]
+        self.count += k
+        self.latest = self.history[(self.count - 1) % h]
+        self.meta = last.meta or {}
+        self.unit = last.unit
         if rf_freq != self.rf_freq or span != self.span:
             self.rf_freq, self.span = rf_freq, span
             self.freqs = frequency_axis(rf_freq, span, self.n)
@@ -100,6 +114,8 @@ class SpectrumSink(Endpoint):
         super().__init__(name, settings, **kw)
         s = self.settings
         self.directory = Path(s.directory) if s.directory else None
+        self._span_context = s.span_from == "context"
+        self._full_bw = s.full_bw
         self.tracks: dict[str, Track] = {}
         self.stored = 0
         self.renders = 0
@@ -144,38 +160,74 @@ class SpectrumSink(Endpoint):
 
     # ---------------------------------------------------------------- data
     def _axis(self, meta: dict[str, Any]) -> tuple[float, float]:
-        s = self.settings
         rf = float(meta.get("rf_freq", 0.0))
-        if s.span_from == "context" and meta.get("bandwidth"):
-            return rf, float(meta["bandwidth"])
-        return rf, s.full_bw / max(1, int(meta.get("decimation", 1) or 1))
+        bandwidth = meta.get("bandwidth")
+        if bandwidth and self._span_context:
+            return rf, float(bandwidth)
+        return rf, self._full_bw / max(1, int(meta.get("decimation", 1) or 1))
 
     def handle_batch(self, batch: list[Measurement]) -> None:
+        """Why in runs: consecutive spectra of one topic and size go into the ring and the
+        pending records with a few numpy calls per run instead of a few per spectrum
+        (measured at SPP 1024, 128-spectrum batches: 9.1 -> 1.7 us per spectrum)."""
         with self._lock:
+            run: list[Measurement] = []
+            key: tuple[str, int] = ("", 0)
             for m in batch:
                 value = m.value
-                if getattr(value, "ndim", 0) != 1 or getattr(value, "dtype", None) is None \
-                        or value.dtype.kind != "f":
+                if value.__class__ is not np.ndarray and (
+                        getattr(value, "ndim", 0) != 1 or getattr(value, "dtype", None) is None):
+                    value = None
+                if value is None or value.ndim != 1 or value.dtype.kind != "f":
                     self.item_failed(m, ValueError(f"{m.topic}: expected a 1-D real spectrum, "
-                                                   f"got {type(value).__name__}"))
+                                                   f"got {type(m.value).__name__}"))
                     continue
-                n = value.shape[0]
-                track = self.tracks.get(m.topic)
-                if track is None or track.n != n:
-                    if track is not None:
-                        self._write(track)
-                    track = self.tracks[m.topic] = Track(m.topic, n, self.settings.history)
-                meta = m.meta or {}
-                rf, span = self._axis(meta)
-                track.add(m, rf, span)
-                if self.directory is not None and self.settings.format != "none":
-                    dt = m.device_time
-                    track.pending.append((m.t_ns, -1 if dt is None else int(dt), rf, span,
-                                          value))
-                    if len(track.pending) >= self.settings.flush_rows:
-                        self._write(track)
+                k = (m.topic, value.shape[0])
+                if run and k != key:
+                    self._add_run(run)
+                    run = []
+                key = k
+                run.append(m)
+            if run:
+                self._add_run(run)
         if self.settings.render_interval and self.directory is not None:
             self._render_due()
+
+    def _add_run(self, run: list[Measurement]) -> None:
+        """Spectra of one topic and one size, in arrival order."""
+        first = run[0]
+        n = first.value.shape[0]
+        track = self.tracks.get(first.topic)
+        if track is None or track.n != n:
+            if track is not None:
+                self._write(track)
+            track = self.tracks[first.topic] = Track(first.topic, n, self.settings.history)
+        k = len(run)
+        rows = np.array([m.value for m in run], dtype=np.float32)
+        times = np.fromiter((m.t_ns for m in run), np.int64, k)
+        axis = self._axis
+        axes = [axis(m.meta or {}) for m in run]
+        track.extend(rows, times, run[-1], *axes[-1])
+        if self.directory is None or self.settings.format == "none":
+            return
+        device_time = [-1 if m.device_time is None else int(m.device_time) for m in run]
+        flush_rows = self.settings.flush_rows
+        if track.pending is None:  # one buffer of flush_rows records, re-used: no page faults
+            track.pending = np.empty(flush_rows, dtype=record_dtype(n))
+        done = 0
+        while done < k:
+            at = track.pending_rows
+            take = min(k - done, flush_rows - at)
+            dest = track.pending[at:at + take]
+            dest["t_ns"] = times[done:done + take]
+            dest["device_time"] = device_time[done:done + take]
+            dest["rf_freq"] = [a[0] for a in axes[done:done + take]]
+            dest["span"] = [a[1] for a in axes[done:done + take]]
+            dest["dbm"] = rows[done:done + take]
+            track.pending_rows = at + take
+            done += take
+            if track.pending_rows == flush_rows:  # files of exactly flush_rows, as always
+                self._write(track)
 
     def _render_due(self) -> None:
         """Render now if the interval has passed, else make sure a timer renders the data
@@ -202,18 +254,16 @@ class SpectrumSink(Endpoint):
             log.error("spectrum sink %s: render failed: %s", self.name, exc)
 
     def _write(self, track: Track) -> None:
-        if not track.pending or self.directory is None:
+        if not track.pending_rows or track.pending is None or self.directory is None:
             return
-        rows, track.pending = track.pending, []
-        records = np.empty(len(rows), dtype=record_dtype(track.n))
-        records["t_ns"] = [r[0] for r in rows]
-        records["device_time"] = [r[1] for r in rows]
-        records["rf_freq"] = [r[2] for r in rows]
-        records["span"] = [r[3] for r in rows]
-        records["dbm"] = np.stack([r[4] for r in rows])
+        rows, track.pending_rows = track.pending_rows, 0
+        self._store(track, track.pending[:rows])
+
+    def _store(self, track: Track, records: np.ndarray) -> None:
+        assert self.directory is not None
         stem = _SAFE.sub("_", track.topic) + f"_N{track.n}"
         if self.settings.format == "npz":
-            path = write_npz(self.directory / f"{stem}_{rows[0][0]}.npz", records)
+            path = write_npz(self.directory / f"{stem}_{int(records['t_ns'][0])}.npz", records)
         else:
             key = (track.topic, track.n)
             app = self._appenders.get(key)
@@ -223,7 +273,7 @@ class SpectrumSink(Endpoint):
             app.append(records)
             path = app.path
         self.files.add(path)
-        self.stored += len(rows)
+        self.stored += len(records)
 
     # ---------------------------------------------------------------- queries
     def latest(self, topic: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
