@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from radlogger.errors import ProtocolError
 
 from .scpi import Command, Parsed, check_value, lookup
@@ -101,6 +103,7 @@ class Instrument:
         self._slot = 0
         self._data_index = 0
         self._counts: dict[int, int] = {}
+        self._template: tuple[Any, np.ndarray] | None = None  # (ring, packets of every slot)
 
     # ---------------------------------------------------------------- transport hooks
     def _capture(self, cid: int) -> None:
@@ -271,3 +274,35 @@ class Instrument:
             yield ring.payload(slot)
             yield trailers[(bool(ring.over_range[slot]), loss_next)]
             self.packets_sent += 1
+
+    def _data_block(self, s: InstrumentState, ring: SampleRing, n: int, t0_ps: int,
+                    first: int) -> np.ndarray:
+        """``n`` loss-free data packets as one buffer: what :meth:`_data_packets` yields.
+
+        Why: the streamer at line rate (28,400 packets/s at SPP 1024) built three pieces per
+        packet in Python and joined them, ~0.2 cores taken from the client under test.  Here
+        the packets of every ring slot are built once; a batch is one fancy-index copy of
+        the template rows plus vectorised patches of the packet count and the timestamps.
+        """
+        tpl = self._template
+        if tpl is None or tpl[0] is not ring:
+            inv = self.spectral_inversion
+            rows = [data_header(0, s.spp, 0, 0) + bytes(ring.payload(k)) + trailer_word(
+                spectral_inversion=inv, over_range=bool(ring.over_range[k])).to_bytes(4, "big")
+                for k in range(ring.slots)]
+            tpl = self._template = (ring, np.frombuffer(b"".join(rows), np.uint8).reshape(
+                ring.slots, -1))
+        slot0, count0 = self._slot, self._counts.get(IQ_STREAM, 0)
+        k = np.arange(n, dtype=np.int64)
+        out = tpl[1][(slot0 + k) % ring.slots]
+        out[:, 1] = (out[:, 1] & 0xF0) | ((count0 + k) & 0xF).astype(np.uint8)
+        sec0, ps0 = divmod(t0_ps, 10 ** 12)
+        ps = ps0 + (first + k) * (s.spp * _PS_PER_SAMPLE * s.decimation)
+        sec = sec0 + ps // 10 ** 12
+        out[:, 8:12] = sec.astype(">u4").view(np.uint8).reshape(n, 4)
+        out[:, 12:20] = (ps % 10 ** 12).astype(">u8").view(np.uint8).reshape(n, 8)
+        self._slot = (slot0 + n) % ring.slots
+        self._counts[IQ_STREAM] = (count0 + n) & 0xF
+        self._data_index += n
+        self.packets_sent += n
+        return out
