@@ -179,16 +179,19 @@ SCENARIOS = {
 }
 
 
-def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0) -> dict[str, Any]:
+def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0,
+              shared: bool = False) -> dict[str, Any]:
     """``fft_pool``: run the fft endpoint as ``type = pool`` with that many thread workers
-    (scipy.fft releases the GIL).  The chain ends in the documented store of spectra
-    (etc/wsa4000.ini ``[endpoint:spectra]``: ``type = spectrum``, ``format = npy``), and what
-    it wrote is read back and checked."""
+    (scipy.fft releases the GIL).  ``shared``: fft, calibrate and the store run on the
+    pipeline's shared thread pool (``mode = shared``) instead of a thread each: fewer threads
+    handing the GIL to each other (etc/wsa4000.ini's configuration for SPP 1024).  The chain
+    ends in the documented store of spectra (etc/wsa4000.ini ``[endpoint:spectra]``: ``type =
+    spectrum``, ``format = npy``), and what it wrote is read back and checked."""
     with tempfile.TemporaryDirectory(prefix="bench-wsa-") as tmp:
-        return _run_chain(scenario, spp, packets, fft_pool, Path(tmp))
+        return _run_chain(scenario, spp, packets, fft_pool, shared, Path(tmp))
 
 
-def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, tmp: Path
+def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: bool, tmp: Path
                ) -> dict[str, Any]:
     mode, rate, pace = SCENARIOS[scenario]
     if pace < 0:
@@ -196,7 +199,8 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, tmp: Path
     proc, ctl, data = _spawn_simulator(pace)
     # bounded memory: a 32768-sample complex64 packet is 256 kB
     depth = 4096 if spp <= 1024 else 256
-    p = Pipeline(queue_size=depth)
+    p = Pipeline(queue_size=depth)  # the shared pool: 2 workers, the daemon's default
+    emode = {"mode": "shared"} if shared else {}
     try:
         dev = p.add_device(WSA4000Device(
             "wsa1", host="127.0.0.1", control_port=ctl, data_port=data, spp=spp, mode=mode,
@@ -206,13 +210,14 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, tmp: Path
                 "endpoint": "fft", "workers": fft_pool, "worker_mode": "thread", "chunk": 64,
                 "inbox_size": depth, "output": "spectrum"}), subscribe=["wsa1.iq"])
         else:
-            fft = p.add_endpoint(FFTEndpoint("fft", inbox_size=depth), subscribe=["wsa1.iq"])
-        cal = p.add_endpoint(CalibrateEndpoint("cal", inbox_size=depth),
+            fft = p.add_endpoint(FFTEndpoint("fft", inbox_size=depth, **emode),
+                                 subscribe=["wsa1.iq"])
+        cal = p.add_endpoint(CalibrateEndpoint("cal", inbox_size=depth, **emode),
                              subscribe=["wsa1.spectrum"])
         # etc/wsa4000.ini's store (render_interval = 10 s as there; no PNG at stop here)
         store = p.add_endpoint(SpectrumSink("spectra", {
             "directory": str(tmp), "format": "npy", "flush_rows": 256, "history": 600,
-            "render_interval": 10.0, "render_on_stop": False, "inbox_size": depth}),
+            "render_interval": 10.0, "render_on_stop": False, "inbox_size": depth, **emode}),
             subscribe=["wsa1.spectrum_dbm"])
 
         def stored() -> int:
@@ -268,6 +273,7 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, tmp: Path
             "kept_up_without_loss": not lost, "drops": drops, "gaps": dev.gaps,
             "missing_packets": dev.missing_packets, "fft_calls": fft_calls,
             "spectra_per_fft_call": spectra / max(1, fft_calls), "fft_pool_threads": fft_pool,
+            "endpoint_mode": "shared" if shared else "thread",
             "stored_spectra": store.stored, "store_bytes": path.stat().st_size,
             "daemon_cpu_us_per_packet": cpu / max(1, received) * 1e6,
             "daemon_cores": cpu / elapsed, "simulator_cores": sim_cpu / elapsed}
@@ -294,22 +300,28 @@ def test_chain_on_simulator(benchmark: Any, scenario: str, spp: int) -> None:
     benchmark.extra_info.update(info)
 
 
-@pytest.mark.parametrize("fft_pool", [0, 2], ids=["fft_thread", "fft_pool2"])
-def test_stream_line_rate_pool(benchmark: Any, fft_pool: int) -> None:
-    """Line rate at SPP 1024 with fft as one endpoint thread or a pool of 2 threads."""
+#: line-rate configurations: fft as one endpoint thread, as a pool of 2 threads, and fft,
+#: calibrate and store on the shared pool (etc/wsa4000.ini)
+CONFIGS = {"fft_thread": (0, False), "fft_pool2": (2, False), "shared": (0, True)}
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_stream_line_rate_pool(benchmark: Any, config: str) -> None:
+    """Line rate at SPP 1024 in each configuration of :data:`CONFIGS`."""
     packets = scaled(3 * 28_400, minimum=64)
-    info = benchmark.pedantic(run_chain, args=("stream_line_rate", 1024, packets, fft_pool),
+    info = benchmark.pedantic(run_chain,
+                              args=("stream_line_rate", 1024, packets, *CONFIGS[config]),
                               rounds=1 if benchutil.QUICK else 3, iterations=1)
     benchmark.extra_info.update(info)
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("fft_pool", [0, 2], ids=["fft_thread", "fft_pool2"])
-def test_stream_line_rate_long(benchmark: Any, fft_pool: int) -> None:
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_stream_line_rate_long(benchmark: Any, config: str) -> None:
     """The issue's acceptance run: SPP 1024 at gigabit line rate for 60 s through
     driver -> fft -> calibrate -> spectrum store; ``kept_up_without_loss`` is the verdict."""
     if benchutil.QUICK:
         pytest.skip("60 s run: benchmarks enabled only (-m long --benchmark-enable)")
-    info = benchmark.pedantic(run_chain, args=("stream_line_rate", 1024, 60 * 28_400, fft_pool),
-                              rounds=1, iterations=1)
+    info = benchmark.pedantic(run_chain, args=("stream_line_rate", 1024, 60 * 28_400,
+                                               *CONFIGS[config]), rounds=1, iterations=1)
     benchmark.extra_info.update(info)

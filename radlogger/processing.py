@@ -90,6 +90,13 @@ class PublishingEndpoint(Endpoint):
             raise RuntimeError(f"endpoint {self.name} is not attached to a pipeline")
         return bool(self._outlet.push(m))
 
+    def publish_many(self, ms: list[Measurement]) -> int:
+        """:meth:`publish` for a batch's outputs with one queue operation (per-packet spectra at
+        28,400/s: a method call and a queue append per item saved); returns how many went."""
+        if self._outlet is None:
+            raise RuntimeError(f"endpoint {self.name} is not attached to a pipeline")
+        return int(self._outlet.push_many(ms))
+
     def has_subscribers(self, topic: str) -> bool:
         """Whether anything will use ``topic``: processing endpoints skip work when not.
 

@@ -251,6 +251,10 @@ def test_block_with_a_lost_packet_still_completes_so_the_next_capture_is_request
             self.items.append(m)
             return True
 
+        def push_many(self, ms: list[Any]) -> int:  # the driver pushes one read at a time
+            self.items.extend(ms)
+            return len(ms)
+
     dev = WSA4000Device("wsa1", host="127.0.0.1", spp=128, ppb=3)
     dev.outlet = Outlet()
     dev._remaining = 3  # as poll() sets it when it requests a capture of ppb = 3
@@ -271,6 +275,9 @@ def test_partial_packet_held_at_stop_is_accounted_for(sim: WSA4000Simulator) -> 
     class Outlet:
         def push(self, m: Any) -> bool:
             return True
+
+        def push_many(self, ms: list[Any]) -> int:
+            return len(ms)
 
     dev = device(sim, ppb=1, rate=0.1)
     dev.outlet = Outlet()

@@ -89,23 +89,29 @@ class CalibrateEndpoint(ProcessingEndpoint):
         s = self.settings
         batch = self.demanded(batch)
         groups: dict[int, list[tuple[int, float, bool]]] = {}
+        default_ref = s.reflevel
         for idx, m in enumerate(batch):
-            try:
-                value = m.value
-                if getattr(value, "ndim", 0) != 1 or value.dtype.kind != "f":
-                    raise ValueError(f"{m.topic}: expected a 1-D real spectrum, got "
-                                     f"{type(value).__name__} {getattr(value, 'shape', '')}")
-                ref = self._reflevel(m)
-            except ValueError as exc:
-                self.item_failed(m, exc)
-                continue
-            inverted = bool(m.meta.get("spectral_inversion")) if m.meta else False
+            value = m.value
+            meta = m.meta
+            if value.__class__ is np.ndarray and value.ndim == 1 and value.dtype.kind == "f" \
+                    and meta and meta.get("reflevel", default_ref) is not None:
+                ref = float(meta.get("reflevel", default_ref))  # the common case, checked once
+            else:
+                try:
+                    if getattr(value, "ndim", 0) != 1 or value.dtype.kind != "f":
+                        raise ValueError(f"{m.topic}: expected a 1-D real spectrum, got "
+                                         f"{type(value).__name__} {getattr(value, 'shape', '')}")
+                    ref = self._reflevel(m)
+                except ValueError as exc:
+                    self.item_failed(m, exc)
+                    continue
+            inverted = bool(meta.get("spectral_inversion")) if meta else False
             groups.setdefault(value.shape[0], []).append((idx, ref, inverted))
-        results: dict[int, np.ndarray] = {}
+        results: list[np.ndarray | None] = [None] * len(batch)
         for items in groups.values():
             idxs = [i for i, _, _ in items]
-            # one fresh stack, then everything in place on it
-            rows = np.stack([batch[i].value for i in idxs]).astype(np.float32, copy=False)
+            # one fresh array (np.array: one C call, np.stack ~1 us a row), then in place
+            rows = np.array([batch[i].value for i in idxs], dtype=np.float32)
             offsets = np.array([r for _, r, _ in items], dtype=np.float32) + \
                 np.float32(s.correction)
             rows += offsets[:, None]
@@ -118,7 +124,14 @@ class CalibrateEndpoint(ProcessingEndpoint):
                 repair_dc(rows)
             for row, i in enumerate(idxs):
                 results[i] = rows[row]
-        for i in sorted(results):
-            m = batch[i]
-            self.calibrated += 1
-            self.publish(m.derive(self.name, self.out_topic(m.topic), results[i], "dBm"))
+        name, out_topic = self.name, self.out_topic
+        out: list[Measurement] = []
+        for m, value in zip(batch, results, strict=True):
+            if value is None:
+                continue
+            # Measurement.derive, inlined
+            out.append(Measurement(name, out_topic(m.topic), value, m.t_ns, "dBm",
+                                   m.device_time, dict(m.meta) if m.meta else None, m.seq))
+        self.calibrated += len(out)
+        if out:
+            self.publish_many(out)

@@ -217,14 +217,16 @@ class FFTEndpoint(ProcessingEndpoint):
                     results[i] = db[row]
         extra_window = s.window
         out_topic = self.out_topic
-        publish = self.publish
         name = self.name
-        for m, value in zip(batch, results):
+        out: list[Measurement] = []
+        for m, value in zip(batch, results, strict=True):
             if value is None:
                 continue
             meta = dict(m.meta) if m.meta else {}
             meta["fft_size"] = value.shape[0]
             meta["window"] = extra_window
             # Measurement.derive, inlined: one dict and one object per spectrum
-            publish(Measurement(name, out_topic(m.topic), value, m.t_ns, "dBFS", m.device_time,
-                                meta, m.seq))
+            out.append(Measurement(name, out_topic(m.topic), value, m.t_ns, "dBFS",
+                                   m.device_time, meta, m.seq))
+        if out:
+            self.publish_many(out)
