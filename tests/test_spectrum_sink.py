@@ -183,3 +183,29 @@ def test_concurrent_renders_never_collide_on_a_temporary_file(
     assert sink.renders == 2
     assert (tmp_path / "a.spectrum_dbm.png").read_bytes()[:8] == PNG_MAGIC
     assert [p.name for p in tmp_path.iterdir()] == ["a.spectrum_dbm.png"]  # no tmp left
+
+
+def test_interleaved_topics_and_runs_longer_than_history_and_flush_rows(tmp_path: Path) -> None:
+    """The sink stores a batch in runs of one topic: interleaving, a run longer than the
+    waterfall and than flush_rows must still give every spectrum, in order, in files of
+    exactly flush_rows records (the rest at stop)."""
+    sink = SpectrumSink("s", directory=str(tmp_path), flush_rows=4, history=3)
+    sink.open()
+    meta = {"rf_freq": 1e9, "bandwidth": 1e6}
+    batch = [Measurement("src", "a.spectrum_dbm" if i % 5 else "b.spectrum_dbm",
+                         np.full(8, float(i), np.float32), t_ns=i + 1, device_time=i, meta=meta)
+             for i in range(23)]
+    sink.handle_batch(batch)
+    a = [float(i) for i in range(23) if i % 5]
+    b = [float(i) for i in range(23) if not i % 5]
+    assert sink.stored == len(a) // 4 * 4 + len(b) // 4 * 4  # only whole files so far
+    sink.flush()
+    assert sink.stored == 23
+    stored_a = np.load(tmp_path / "a.spectrum_dbm_N8.npy")
+    stored_b = np.load(tmp_path / "b.spectrum_dbm_N8.npy")
+    assert list(stored_a["dbm"][:, 0]) == a and list(stored_b["dbm"][:, 0]) == b
+    assert list(stored_a["device_time"]) == [int(v) for v in a]
+    rows, times = sink.waterfall("a.spectrum_dbm")  # type: ignore[misc]
+    assert list(rows[:, 0]) == a[-3:] and list(times) == [int(v) + 1 for v in a[-3:]]
+    _, latest, _ = sink.latest("a.spectrum_dbm")  # type: ignore[misc]
+    assert latest[0] == a[-1]

@@ -298,3 +298,27 @@ def test_cli_reports_a_bad_tone_in_one_line() -> None:
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 2
     assert "tone 'loud'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_streamed_blocks_are_the_packets_of_the_per_packet_path() -> None:
+    """The streamer sends pre-built blocks (``_data_block``); they must be byte for byte the
+    packets ``_data_packets`` builds (counts, timestamps, payload, trailer flags)."""
+    import time as _time
+    from dataclasses import replace as _replace
+
+    from radlogger.devices.wsa4000.instrument import Instrument
+    from radlogger.devices.wsa4000.waveform import Tone
+
+    for spp, inverted in ((1024, False), (128, True)):
+        a, b = (Instrument([Tone(3e6, 0.99)], 0.05, 1, inverted) for _ in range(2))
+        a.state = _replace(a.state, spp=spp)
+        b.state = _replace(b.state, spp=spp)
+        ring_a, ring_b = a.ring(), b.ring()
+        assert ring_a.over_range.any()  # the trailer's over-range flag is exercised
+        t0 = _time.time_ns() * 1000
+        for first, n in ((0, 7), (7, 64), (71, 300)):
+            want = b"".join(bytes(p) for p in
+                            a._data_packets(a.state, ring_a, n, t0, first, lossy=False))
+            assert b._data_block(b.state, ring_b, n, t0, first).tobytes() == want
+        assert (a._slot, a.packets_sent, a._data_index) == \
+            (b._slot, b.packets_sent, b._data_index)
