@@ -230,18 +230,20 @@ class SpectrumSink(Endpoint):
                 self._write(track)
 
     def _render_due(self) -> None:
-        """Render now if the interval has passed, else make sure a timer renders the data
-        we just got when it has (a burst followed by silence still gets drawn)."""
+        """Make sure a timer thread renders the data we just got once the interval has passed
+        (a burst followed by silence still gets drawn).
+
+        Why never on this thread: a render costs 0.2-0.3 s of CPU (matplotlib's figure
+        machinery, whatever the data size); at SPP 1024 line rate (28,400 spectra/s into a
+        4096-spectrum inbox, 0.14 s) rendering here dropped ~10,000 spectra every 10 s
+        (bench_wsa4000 ``stream_line_rate_long``).  On the timer thread the inbox keeps being
+        drained while it renders."""
         now = time.monotonic()
         with self._timer_lock:
-            if now < self._next_render:
-                if self._timer is None:
-                    self._timer = threading.Timer(self._next_render - now, self._on_timer)
-                    self._timer.daemon = True
-                    self._timer.start()
-                return
-            self._next_render = now + self.settings.render_interval
-        self.render()
+            if self._timer is None:
+                self._timer = threading.Timer(max(0.0, self._next_render - now), self._on_timer)
+                self._timer.daemon = True
+                self._timer.start()
 
     def _on_timer(self) -> None:
         with self._timer_lock:
