@@ -78,6 +78,10 @@ class _Outlet:
         self.items.append(m)
         return True
 
+    def push_many(self, ms: list[Measurement]) -> int:
+        self.items.extend(ms)
+        return len(ms)
+
     def take(self) -> list[Measurement]:
         items, self.items = self.items, []
         return items
