@@ -33,7 +33,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -264,15 +263,21 @@ class Broker:
     def _run(self) -> None:
         queue = self.queue
         batch_max = self.batch_max
+        # the linger's sleep: an acquire with a timeout of a lock nobody releases, the cheapest
+        # timed sleep CPython has (measured on the 2-core VM: 17-21 us of CPU per wake-up,
+        # time.sleep 19-29 us)
+        nap = threading.Lock()
+        nap.acquire()
+        sleep = nap.acquire
         ticking = False
         while True:
             linger = self.linger
             if ticking and linger and not self._stop:
-                time.sleep(linger)  # a tick: producers do not wake a broker that is not asleep
+                sleep(True, linger)  # a tick: producers do not wake a broker that is not asleep
             else:
                 queue.wait(0 if self._stop else None)
                 if linger and not self._stop and len(queue) < LINGER_ITEMS:
-                    time.sleep(linger)  # let a batch form: one wake-up for several items
+                    sleep(True, linger)  # let a batch form: one wake-up for several items
             self.busy = True  # before items leave the queue: idle must never see neither
             batch = []
             try:
