@@ -22,7 +22,11 @@ nothing).  An empty tick puts it back to sleep on the queue; a drain of ``LINGER
 means batches form by themselves, so no linger is added.  The price is up to ``linger`` of
 latency.  The default, 1.5 ms, is the longest linger whose p99 stayed under 2 ms at 1,000
 measurements/s (bench_sweep ``test_low_rate_linger``, 2-core VM): broker + endpoint threads
-82 -> 33 us of CPU per measurement, the whole process 159 -> 78 us, p99 245 us -> 1.6 ms.
+82 -> 33 us of CPU per measurement, the whole process 159 -> 78 us, p99 245 us -> 1.6 ms; with
+the cheaper sleeps of issue 18 (a lock acquire with a timeout here and in ``Device.wait``, the
+inbox runner's bell) the whole process 62-68 us, p99 1.6 ms (2 ms: p99 2.1-2.2 ms, too long).
+A tick aligned to the producer's period (batches of 2 instead of 1.6 at 1,000/s) was tried and
+not kept: fewer batches, but no CPU gain measurable above this VM's noise.
 
 Each pipeline owns its own PyPubSub ``Publisher`` so several pipelines (tests, benchmarks)
 can live in one process.
