@@ -17,6 +17,8 @@ from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option
 
 PATTERNS = ("counter", "sine", "ramp", "random", "constant")
+#: scalar values computed at once for a stream polled one measurement at a time
+_AHEAD = 256
 
 
 class SyntheticDevice(Device):
@@ -46,6 +48,9 @@ class SyntheticDevice(Device):
         self.connects = 0
         self._rng = np.random.default_rng(s.seed)
         self._t0 = 0.0
+        #: scalar values computed ahead (one numpy call per ``_AHEAD``), first index ``_buf_at``
+        self._buf: list[Any] = []
+        self._buf_at = 0
 
     finite_when = "with count"
 
@@ -69,7 +74,6 @@ class SyntheticDevice(Device):
         """Values ``start .. start+n-1`` of the pattern, computed as one numpy expression."""
         s = self.settings
         size = s.array_size
-        idx = np.arange(start, start + n, dtype=np.float64)
         if s.pattern == "counter":
             if not size:
                 return list(range(start, start + n))
@@ -81,6 +85,7 @@ class SyntheticDevice(Device):
         if s.pattern == "constant":
             v = np.full(n, s.amplitude)
         else:
+            idx = np.arange(start, start + n, dtype=np.float64)
             phase = (idx / s.rate if s.rate else idx) / s.period
             if s.pattern == "ramp":
                 v = s.amplitude * (phase - np.floor(phase))
@@ -90,21 +95,41 @@ class SyntheticDevice(Device):
             return v.tolist()
         return list(np.repeat(v.astype(np.float32)[:, None], size, axis=1))
 
+    def _scalars(self, start: int, n: int) -> list[Any]:
+        """Scalar values ``start .. start+n-1`` from values computed ahead, at least ``_AHEAD``
+        at a time, in index order (so a seeded random stream is the same however it is
+        polled): a slow stream costs no numpy call per measurement."""
+        k = start - self._buf_at
+        buf = self._buf
+        if k < 0 or k > len(buf):  # not the continuation of the buffer (a test's restart)
+            buf, k = [], 0
+            self._buf_at = start
+        if k + n > len(buf):
+            end = self._buf_at + len(buf)
+            buf = buf[k:] + self._values(end, max(_AHEAD, start + n - end))
+            self._buf_at, k = start, 0
+            self._buf = buf
+        return buf[k:k + n]
+
     def poll(self) -> None:
         s = self.settings
         n = s.chunk
-        if s.rate:
-            due = int((time.monotonic() - self._t0) * s.rate) - self.emitted
-            if due <= 0:
-                self.wait(max(0.0005, (self.emitted + 1) / s.rate - (time.monotonic() - self._t0)))
-                return
-            n = min(n, due)
+        start = self.emitted
         if s.count:
-            n = min(n, s.count - self.emitted)
+            n = min(n, s.count - start)
             if n <= 0:
                 raise DeviceDone
+        rate = s.rate
+        if rate:
+            # the schedule: measurement k is due at t0 + k / rate; sleep until the next one
+            left = self._t0 + (start + 1) / rate - time.monotonic()
+            if left > 0 and self.wait(left):
+                return
+            n = min(n, max(1, int((time.monotonic() - self._t0) * rate) - start))
         name, topic, unit = self.name, self.topic, s.unit
-        start = self.emitted
-        self.outlet.push_many([Measurement(name, topic, v, now_ns(), unit)
-                               for v in self._values(start, n)])
+        values = self._values(start, n) if s.array_size else self._scalars(start, n)
+        if n == 1:
+            self.outlet.push(Measurement(name, topic, values[0], now_ns(), unit))
+        else:
+            self.outlet.push_many([Measurement(name, topic, v, now_ns(), unit) for v in values])
         self.emitted = start + n

@@ -7,7 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from conftest import wait_for
+from radlogger.device import DeviceDone, DeviceState
 from radlogger.devices.synthetic import SyntheticDevice
+from radlogger.measurement import Measurement
 
 
 def test_patterns() -> None:
@@ -26,3 +29,52 @@ def test_patterns() -> None:
     sine = SyntheticDevice("s", rate=8, pattern="sine", period=1.0, array_size=2)._values(2, 1)
     assert sine[0].tolist() == pytest.approx([1.0, 1.0])
     assert math.isclose(SyntheticDevice("s", rate=8, pattern="sine", period=1)._values(2, 1)[0], 1)
+
+
+class _Collect:
+    """A stand-in outlet that keeps the values pushed."""
+
+    stats = None
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+
+    def push(self, m: Measurement) -> bool:
+        self.values.append(m.value)
+        return True
+
+    def push_many(self, ms: list[Measurement]) -> int:
+        self.values.extend(m.value for m in ms)
+        return len(ms)
+
+
+@pytest.mark.parametrize("pattern", ["random", "sine", "counter"])
+def test_values_do_not_depend_on_how_the_stream_is_polled(pattern: str) -> None:
+    """Scalars are computed ahead in blocks: one at a time or in chunks, the same stream."""
+    streams = []
+    for chunk in (1, 7, 1000):
+        d = SyntheticDevice("s", pattern=pattern, seed=3, rate=0, count=700, chunk=chunk)
+        out = _Collect()
+        d.outlet = out
+        d.open()
+        with pytest.raises(DeviceDone):
+            while True:
+                d.poll()
+        streams.append(out.values)
+    assert streams[0] == streams[1] == streams[2] == \
+        SyntheticDevice("s", pattern=pattern, seed=3, rate=0)._values(0, 700)
+
+
+def test_a_slow_device_stops_at_once_and_twice() -> None:
+    """Device.wait is one lock acquire: a stop request releases it, a second one is harmless."""
+    d = SyntheticDevice("s", rate=0.01)  # the next measurement is 100 s away
+    d.outlet = _Collect()
+    d.start()
+    wait_for(lambda: d.state is DeviceState.RUNNING)
+    d.request_stop()
+    assert d.stop(5) and d.state is DeviceState.STOPPED
+    assert d.stopping and d.wait(100)  # stopped: waits return at once
+    d.start()  # a restart waits again
+    wait_for(lambda: d.state is DeviceState.RUNNING)
+    assert not d.wait(0.001)
+    assert d.stop(5)
