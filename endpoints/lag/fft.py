@@ -85,7 +85,7 @@ class LagFFTEndpoint(ProcessingEndpoint):
                                                f"than the {v.size} lags"))
             else:
                 good.append(m)
-        name, publish = self.name, self.publish
+        name, publish_many = self.name, self.publish_many
         for (topic, n), items in group_by(good, lambda m: (m.topic, m.value.size)).items():
             out_topic = self.out_topic(topic)
             for lo in range(0, len(items), CHUNK):  # cache-sized blocks of a big backlog
@@ -93,5 +93,5 @@ class LagFFTEndpoint(ProcessingEndpoint):
                 lags = np.stack([m.value.reshape(-1) for m in chunk])
                 spectra = lags_to_spectra(lags, s.channels, s.window)
                 meta = {"channels": spectra.shape[1], "n_lags": n, "window": s.window}
-                for m, spec in zip(chunk, spectra, strict=True):
-                    publish(m.derive(name, out_topic, spec, m.unit, meta))
+                publish_many([m.derive(name, out_topic, spec, m.unit, meta)
+                              for m, spec in zip(chunk, spectra, strict=True)])

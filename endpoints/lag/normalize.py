@@ -82,7 +82,7 @@ class LagNormalizeEndpoint(ProcessingEndpoint):
                 good.append(m)
         groups = group_by(good, lambda m: (m.topic, len(m.value), len(_meta(m)["dv_centre"])))
         name = self.name
-        publish = self.publish
+        publish_many = self.publish_many
         for (topic, _, _), items in groups.items():
             out_topic = self.out_topic(topic)
             for lo in range(0, len(items), CHUNK):  # cache-sized blocks of a big backlog
@@ -93,10 +93,9 @@ class LagNormalizeEndpoint(ProcessingEndpoint):
                 out, flagged = normalize(lags, centre, edge)
                 n_flagged = flagged.sum(axis=1)
                 self.flagged_frames += int(n_flagged.sum())
-                for m, value, flags, nf in zip(chunk, out, flagged, n_flagged, strict=True):
-                    publish(m.derive(name, out_topic, value, "", {
-                        "normalized": True,
-                        "flagged": np.flatnonzero(flags).tolist() if nf else []}))
+                publish_many([m.derive(name, out_topic, value, "", {
+                    "normalized": True, "flagged": np.flatnonzero(flags).tolist() if nf else []})
+                    for m, value, flags, nf in zip(chunk, out, flagged, n_flagged, strict=True)])
 
 
 def _meta(m: Measurement) -> dict[str, Any]:
