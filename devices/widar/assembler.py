@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ import numpy as np
 from radlogger.options import Option, OptionError
 
 from .frames import POLARIZATIONS, FrameBatch
+from .products import Products, parse_baselines
 
 __all__ = ["ASSEMBLY_OPTIONS", "Assembler", "LagSet", "Products", "parse_baselines"]
 
@@ -59,72 +60,6 @@ ASSEMBLY_OPTIONS = (
            "(0 = any)", min=0, max=65536),
     Option("config_id", int, 0, "configuration id stamped into every lag set's metadata"),
 )
-
-
-def parse_baselines(items: Iterable[str]) -> list[tuple[int, int]]:
-    """``["1-2", "3-4"]`` -> ``[(1, 2), (3, 4)]``; raises OptionError with the fix."""
-    out = []
-    for item in items:
-        try:
-            x, y = (int(p) for p in str(item).replace(":", "-").split("-"))
-        except ValueError:
-            raise OptionError("baselines", f"baselines: {item!r} is not a station pair "
-                              "like 1-2") from None
-        if not (0 <= x <= 255 and 0 <= y <= 255):
-            raise OptionError("baselines", f"baselines: {item!r}: station ids are 0-255")
-        out.append((x, y))
-    return out
-
-
-def _int_list(key: str, items: Iterable[Any], limit: int) -> list[int]:
-    try:
-        values = [int(v) for v in items]
-    except ValueError:
-        raise OptionError(key, f"{key}: expected integers, got {list(items)!r}") from None
-    bad = [v for v in values if not 0 <= v <= limit]
-    if bad:
-        raise OptionError(key, f"{key}: {bad[0]} is out of range 0-{limit}")
-    return values
-
-
-class Products:
-    """Which products the configuration accepts; a vectorised test over header words."""
-
-    def __init__(self, baselines: Iterable[str] = (), basebands: Iterable[Any] = (),
-                 subbands: Iterable[Any] = (), polarizations: Iterable[str] = (),
-                 phase_bins: int = 0) -> None:
-        self.baselines = np.array([x << 8 | y for x, y in parse_baselines(baselines)], np.uint32)
-        self.basebands = np.array(_int_list("basebands", basebands, 7), np.uint32)
-        self.subbands = np.array(_int_list("subbands", subbands, 31), np.uint32)
-        pols = [str(p).upper() for p in polarizations]
-        unknown = [p for p in pols if p not in POLARIZATIONS]
-        if unknown:
-            raise OptionError("polarizations", f"polarizations: {unknown[0]!r} is not one of "
-                              f"{', '.join(POLARIZATIONS)}")
-        self.polarizations = np.array([POLARIZATIONS.index(p) for p in pols], np.uint32)
-        self.phase_bins = phase_bins
-
-    @property
-    def any(self) -> bool:
-        return not (len(self.baselines) or len(self.basebands) or len(self.subbands)
-                    or len(self.polarizations) or self.phase_bins)
-
-    def accept(self, words: np.ndarray) -> np.ndarray:
-        """Boolean mask of frames (header words, native) whose product is configured."""
-        ok = np.ones(len(words), bool)
-        w1 = words[:, 1]
-        if len(self.baselines):
-            ok &= np.isin((w1 & 0xFF) << 8 | (w1 >> 16) & 0xFF, self.baselines)
-        if len(self.basebands):
-            ok &= np.isin((w1 >> 13) & 7, self.basebands) & np.isin(w1 >> 29, self.basebands)
-        if len(self.subbands):
-            ok &= np.isin((w1 >> 8) & 31, self.subbands) & \
-                np.isin((w1 >> 24) & 31, self.subbands)
-        if len(self.polarizations):
-            ok &= np.isin(words[:, 3] >> 30, self.polarizations)
-        if self.phase_bins:
-            ok &= (words[:, 8] & 0xFFFF) < self.phase_bins
-        return ok
 
 
 class LagSet:
@@ -175,7 +110,8 @@ class LagSet:
             "board": w8 >> 16, "config_id": config_id,
             "n_lags": len(self.lags), "lags_per_frame": len(self.lags) // len(self.have),
             "frames_expected": len(self.have), "frames_received": self.received,
-            "missing": self.missing, "complete": self.complete, "duplicates": self.duplicates,
+            "missing": [] if self.received == len(self.have) else self.missing,
+            "complete": self.complete, "duplicates": self.duplicates,
             "emitted": self.reason, "dv_centre": self.dv_centre, "dv_edge": self.dv_edge,
         }
 
@@ -202,6 +138,8 @@ class Assembler:
         self.n_lags = lags
         self.lags_per_frame = lags_per_frame
         self.n_frames = lags // lags_per_frame
+        self._all_have = np.ones(self.n_frames, bool)  # read-only: shared by whole lag sets
+        self._all_have.flags.writeable = False
         self.timeout = timeout
         self.late_memory = late_memory or max(1.0, 20 * timeout)
         set_bytes = 8 * lags + 9 * self.n_frames + 1024  # lags, have/dv arrays, overhead
@@ -294,10 +232,30 @@ class Assembler:
         pending = self.pending
         emitted = self._emitted
         out: list[LagSet] = []
+        # Fast path: a lag set whose frames all arrived in this batch, once each (the usual
+        # case): its lags, counts and header come from a few gathers for the whole batch, not
+        # ten small numpy operations each (12 -> 3 us a lag set).
+        whole = (np.diff(bounds) == nf) if dups_of is None else np.zeros(len(uniq), bool)
+        if whole.any():
+            gathered = lags[rows_sorted].reshape(-1, self.n_lags) if whole.all() else None
+            firsts = w[rows_sorted[bounds[:-1]]]
+            dvc_s, dve_s = dv_c[rows_sorted], dv_e[rows_sorted]
+        whole_l = whole.tolist()
         for g in range(len(uniq)):
             lo, hi = bounds[g], bounds[g + 1]
-            rows = rows_sorted[lo:hi]
             key = uniq[g].tobytes()
+            if whole_l[g] and key not in pending and key not in emitted:
+                ls = LagSet.__new__(LagSet)
+                ls.key, ls.header = key, firsts[g]
+                ls.lags = gathered[g] if gathered is not None else \
+                    lags[rows_sorted[lo:hi]].reshape(-1)
+                ls.have = self._all_have
+                ls.dv_centre, ls.dv_edge = dvc_s[lo:hi], dve_s[lo:hi]
+                ls.received, ls.duplicates, ls.first_seen, ls.reason = nf, 0, now, ""
+                self.placed += nf
+                out.append(self._finish(ls, "complete", now))
+                continue
+            rows = rows_sorted[lo:hi]
             ls = pending.get(key)
             if ls is None:
                 if key in emitted:
