@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from radlogger import mmsg
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg/sendmmsg here")
@@ -25,13 +25,17 @@ def pair():  # type: ignore[no-untyped-def]
     tx.close()
 
 
-def _receive_all(rcv: mmsg.Receiver, want: int, timeout: float = 5.0) -> list[np.ndarray]:
+def _receive_all(rcv: mmsg.Receiver, want: int) -> list[np.ndarray]:
+    """Each receive()'s rows with their lengths appended, until ``want`` rows came."""
     got: list[np.ndarray] = []
-    deadline = time.monotonic() + timeout
-    while sum(len(g) for g in got) < want and time.monotonic() < deadline:
+
+    def more() -> bool:
         n = rcv.receive()
         if n:
             got.append(np.hstack([rcv.rows[:n], rcv.lengths[:n, None].astype(np.uint8)]))
+        return sum(len(g) for g in got) >= want
+
+    wait_for(more, message=f"{want} datagrams received")
     return got
 
 
@@ -55,17 +59,15 @@ def test_a_truncated_datagram_reports_its_real_length(pair) -> None:  # type: ig
     tx.sendto(b"x" * 2000, rx.getsockname())
     tx.sendto(b"y" * 10, rx.getsockname())
     rcv = mmsg.Receiver(rx, np.zeros((4, 64), np.uint8))
-    deadline = time.monotonic() + 5
-    n = 0
-    while n < 2 and time.monotonic() < deadline:
-        k = rcv.receive(2 - n)
-        if k:
-            assert n == 0 or k == 1
-            lengths = rcv.lengths[:k].tolist()
-            n += k
-            if k == 2:
-                assert lengths == [2000, 10]
-    assert n == 2
+    lengths: list[int] = []
+
+    def both() -> bool:
+        k = rcv.receive(2 - len(lengths))
+        lengths.extend(rcv.lengths[:k].tolist())
+        return len(lengths) == 2
+
+    wait_for(both, message="both datagrams received")
+    assert lengths == [2000, 10]
     assert bytes(rcv.rows[0]) == b"x" * 64  # the row holds what fitted
 
 
@@ -99,13 +101,9 @@ def test_widar_driver_reads_every_frame_on_both_paths(monkeypatch, no_mmsg: str)
     sink = p.add_endpoint(NullEndpoint("sink"), subscribe=["w.lagset"])
     p.start()
     try:
-        deadline = time.monotonic() + 10
-        while not dev.bound_port and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: dev.bound_port, message="the device's socket is bound")
         sent = sim.send(("127.0.0.1", dev.bound_port), frames=16 * sim.frames_per_integration)
-        deadline = time.monotonic() + 10
-        while sink.count < 16 * 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: sink.count >= 16 * 4, message="every lag set delivered")
     finally:
         p.stop(10)
     assert sent == dev.datagrams == 16 * 4 * 4 and dev.kernel_drops() == 0
