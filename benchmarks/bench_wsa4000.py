@@ -180,7 +180,7 @@ SCENARIOS = {
 
 
 def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0,
-              shared: bool = False) -> dict[str, Any]:
+              shared: bool = False, group: str = "packet") -> dict[str, Any]:
     """``fft_pool``: run the fft endpoint as ``type = pool`` with that many thread workers
     (scipy.fft releases the GIL).  ``shared``: fft, calibrate and the store run on the
     pipeline's shared thread pool (``mode = shared``) instead of a thread each: fewer threads
@@ -188,23 +188,26 @@ def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0,
     ends in the documented store of spectra (etc/wsa4000.ini ``[endpoint:spectra]``: ``type =
     spectrum``, ``format = npy``), and what it wrote is read back and checked."""
     with tempfile.TemporaryDirectory(prefix="bench-wsa-") as tmp:
-        return _run_chain(scenario, spp, packets, fft_pool, shared, Path(tmp))
+        return _run_chain(scenario, spp, packets, fft_pool, shared, group, Path(tmp))
 
 
-def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: bool, tmp: Path
-               ) -> dict[str, Any]:
+def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: bool, group: str,
+               tmp: Path) -> dict[str, Any]:
     mode, rate, pace = SCENARIOS[scenario]
     if pace < 0:
         pace = LINE_RATE_PACKETS[spp]
     proc, ctl, data = _spawn_simulator(pace)
     # bounded memory: a 32768-sample complex64 packet is 256 kB
     depth = 4096 if spp <= 1024 else 256
+    blocks = group == "read"
+    if blocks:  # measurements of up to ~127 packets (one 1 MB read): at most 256 MB waiting
+        depth = 256
     p = Pipeline(queue_size=depth)  # the shared pool: 2 workers, the daemon's default
     emode = {"mode": "shared"} if shared else {}
     try:
         dev = p.add_device(WSA4000Device(
             "wsa1", host="127.0.0.1", control_port=ctl, data_port=data, spp=spp, mode=mode,
-            ppb=32, rate=rate, timeout=10.0))
+            ppb=32, rate=rate, timeout=10.0, group=group))
         if fft_pool:
             pool = p.add_endpoint(EndpointPool("fft", {
                 "endpoint": "fft", "workers": fft_pool, "worker_mode": "thread", "chunk": 64,
@@ -220,8 +223,8 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: boo
             "render_interval": 10.0, "render_on_stop": False, "inbox_size": depth, **emode}),
             subscribe=["wsa1.spectrum_dbm"])
 
-        def stored() -> int:
-            return int(store.stats.handled)
+        def stored() -> int:  # spectra (packets) the store took in
+            return int(store.spectra)
 
         p.start()
         _wait(lambda: stored() >= 1)
@@ -255,7 +258,8 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: boo
         spectra, fft_calls = fft.spectra, fft.fft_calls
     assert spectra >= cal.calibrated >= packets
     # what the store holds: every spectrum it handled, flushed at stop, in dBm
-    assert store.stored == store.stats.handled >= packets
+    assert store.stored == store.spectra >= packets
+    assert blocks or store.stored == store.stats.handled
     (path,) = store.files
     records = np.load(path, mmap_mode="r")
     assert len(records) == store.stored and records["dbm"].shape[1] == spp
@@ -265,7 +269,7 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: boo
     assert abs(freq - records["rf_freq"][-1] - 3e6) <= 2 * records["span"][-1] / spp
     assert np.all(np.diff(records["t_ns"][-256:]) >= 0)
     rate_out = done / elapsed
-    lost = bool(drops) or dev.gaps > 0
+    lost = bool(drops) or dev.gaps > 0 or dev.packets != store.stored
     return {"scenario": scenario, "spp": spp, "packets": done,
             "packets_per_s": rate_out, "received_per_s": received / elapsed,
             "mb_per_s": rate_out * (4 * spp + 24) / 1e6,
@@ -275,6 +279,9 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: boo
             "spectra_per_fft_call": spectra / max(1, fft_calls), "fft_pool_threads": fft_pool,
             "endpoint_mode": "shared" if shared else "thread",
             "stored_spectra": store.stored, "store_bytes": path.stat().st_size,
+            "group": group, "blocks": dev.blocks,
+            "packets_per_measurement": dev.packets / max(1, dev.blocks) if blocks else 1.0,
+            "packets_lost": dev.packets - store.stored,
             "daemon_cpu_us_per_packet": cpu / max(1, received) * 1e6,
             "daemon_cores": cpu / elapsed, "simulator_cores": sim_cpu / elapsed}
 
@@ -302,7 +309,10 @@ def test_chain_on_simulator(benchmark: Any, scenario: str, spp: int) -> None:
 
 #: line-rate configurations: fft as one endpoint thread, as a pool of 2 threads, and fft,
 #: calibrate and store on the shared pool (etc/wsa4000.ini)
-CONFIGS = {"fft_thread": (0, False), "fft_pool2": (2, False), "shared": (0, True)}
+CONFIGS: dict[str, tuple[int, bool, str]] = {
+    "fft_thread": (0, False, "packet"), "fft_pool2": (2, False, "packet"),
+    "shared": (0, True, "packet"), "blocks": (0, False, "read"),
+    "blocks_shared": (0, True, "read")}
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

@@ -128,7 +128,7 @@ def test_renders_latest_and_waterfall_png(tmp_path: Path) -> None:
 
 def test_bad_input_and_bad_directory_give_clear_errors(tmp_path: Path) -> None:
     sink = SpectrumSink("s")
-    p = run(sink, "a.spectrum_dbm", [np.zeros((2, 2), np.float32), "x", spectra(8, 1)[0]],
+    p = run(sink, "a.spectrum_dbm", [np.zeros((2, 2, 2), np.float32), "x", spectra(8, 1)[0]],
             {})  # type: ignore[list-item]
     assert p.stop(5.0)
     assert sink.stats.errors == 2 and sink.latest("a.spectrum_dbm") is not None

@@ -26,13 +26,11 @@ import time
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
 from radlogger.device import Device
 from radlogger.devices.simhost import SimulatorHost, SimulatorOwner
-from radlogger.measurement import Measurement, now_ns
 from radlogger.options import Option, OptionError, by_reason
 
+from .publish import PacketPublisher
 from .scpi import (
     COMMANDS,
     DEFAULT_CONTROL_PORT,
@@ -41,7 +39,6 @@ from .scpi import (
     SCPIClient,
     SCPIError,
 )
-from .vrt import DATA, IQ_STREAM, TRAILER_BITS, VRTPacket
 from .vrtparser import VRTParser
 from .waveform import Tone, parse_tone
 
@@ -53,11 +50,10 @@ _C = COMMANDS
 _RECV = 1 << 20
 _POLL_TIMEOUT = 0.2
 _CAPTURE = COMMANDS["block_data"].form + "?"
-_FLAG_MASKS = [(name, (1 << e) | (1 << i)) for name, (e, i) in TRAILER_BITS.items()]
 _SIM_HOST = "127.0.0.1"
 
 
-class WSA4000Device(SimulatorOwner, Device):
+class WSA4000Device(PacketPublisher, SimulatorOwner, Device):
     kind = "wsa4000"
     summary = "ThinkRF WSA4000 spectrum analyzer: I/Q packets over SCPI + VITA-49 (TCP)"
     quantities = ("iq",)
@@ -87,6 +83,9 @@ class WSA4000Device(SimulatorOwner, Device):
                max=0xFFFFFFFF),
         Option("iq_format", str, "complex64", "sample format of the published arrays",
                choices=("complex64", "int16")),
+        Option("group", str, "packet", "packet: one measurement per data packet (value (spp,)); "
+               "read: one per run of packets of one read (value (k, spp), meta packets = k, "
+               "device_times per row), for SPP 1024 at line rate", choices=("packet", "read")),
         Option("reset", bool, True, "send *RST before applying the settings"),
         Option("lock", bool, True, "take the acquisition lock (fail if another client has it)"),
         Option("timeout", float, 5.0, "seconds without an expected reply or packet before "
@@ -132,6 +131,7 @@ class WSA4000Device(SimulatorOwner, Device):
         self.idn = ""
         self.connects = 0
         self.packets = 0
+        self.blocks = 0  # group = read: measurements of k packets each
         self.gaps = 0
         self.missing_packets = 0
         self.context: dict[str, Any] = {}
@@ -144,6 +144,7 @@ class WSA4000Device(SimulatorOwner, Device):
         self._last_data = 0.0
         self._parser_seen: Counter[str] = Counter()
         self._topic = f"{name}.iq"
+        self._per_read = s.group == "read"
         self._static_meta: dict[str, Any] = {}
         self._flag_cache: dict[int, dict[str, bool]] = {}  # trailer word -> its flags
         self._opening = False
@@ -158,6 +159,7 @@ class WSA4000Device(SimulatorOwner, Device):
 
     def counters(self) -> dict[str, int | float]:
         return {**super().counters(), "connects": self.connects, "packets": self.packets,
+                "blocks": self.blocks,
                 "gaps": self.gaps, "missing_packets": self.missing_packets,
                 "resync_bytes": self.bad_packets["skipped_bytes"]
                 + self.bad_packets["discarded_bytes"],
@@ -324,75 +326,3 @@ class WSA4000Device(SimulatorOwner, Device):
                 seen[reason] = counts[reason]
                 if reason != "skipped_bytes":
                     self.count_errors(new)
-
-    def _handle(self, packets: list[VRTPacket]) -> None:
-        """Publish the data packets of one read, one measurement each.  Why in runs of
-        equal-size data packets: one numpy conversion per run (each value a row of the block),
-        one arrival time and one merged context per run (SPP 1024, 128 packets per read: 6.2
-        -> 2.2 us per packet).  A context packet ends a run: later packets carry it."""
-        ctx = self.context
-        run: list[VRTPacket] = []
-        for p in packets:
-            if p.ptype != DATA:
-                if p.fields:
-                    if run:
-                        self._publish_run(run)
-                        run = []
-                    ctx.update(p.fields)
-                continue
-            if p.stream_id != IQ_STREAM:
-                self.bad_packets["unknown_stream"] += 1
-                continue
-            if run and p.size != run[0].size:
-                self._publish_run(run)
-                run = []
-            run.append(p)
-        if run:
-            self._publish_run(run)
-
-    def _publish_run(self, run: list[VRTPacket]) -> None:
-        out: list[Measurement] = []
-        name, topic = self.name, self._topic
-        samples = [p.samples for p in run]
-        if self.settings.iq_format == "int16":
-            values: Any = np.array(samples, dtype=np.int16)  # (n, spp, 2), native order
-        else:
-            values = np.array(samples, dtype=np.float32).view(np.complex64)[..., 0]
-        base = dict(self.context)
-        base.update(self._static_meta)
-        flag_cache = self._flag_cache
-        bad = self.bad_packets
-        t_ns = now_ns()  # one read, one arrival time
-        for k, p in enumerate(run):
-            count = p.count
-            expect = self._expect
-            if expect is not None and count != expect:
-                gap = (count - expect) & 0xF
-                self.gaps += 1
-                self.missing_packets += gap
-                bad["count_gap"] += 1
-                self._pending_gap += gap
-                # the lost packets belonged to the block in flight: without this a block that
-                # lost one never "completes", no capture is requested and the driver idles
-                # until the data timeout forces a reconnect
-                if self._remaining > 0:
-                    self._remaining = max(0, self._remaining - gap)
-            self._expect = (count + 1) & 0xF
-            trailer = p.trailer
-            flags = flag_cache.get(trailer)
-            if flags is None:
-                flags = flag_cache[trailer] = {flag: trailer & mask == mask
-                                               for flag, mask in _FLAG_MASKS}
-            meta = base.copy()
-            meta["packet_count"] = count
-            meta.update(flags)
-            if flags["sample_loss"]:
-                bad["sample_loss"] += 1
-            meta["gap"] = self._pending_gap
-            self._pending_gap = 0
-            self.packets += 1
-            out.append(Measurement(name, topic, values[k], t_ns, "counts",
-                                   p.ts_sec * 1_000_000_000 + p.ts_ps // 1000, meta))
-            if self._remaining > 0:
-                self._remaining -= 1
-        self.outlet.push_many(out)  # one queue operation per run; drops counted there

@@ -88,6 +88,28 @@ class Track:
         return self.history[order], self.times[order]
 
 
+def _block_rows(run: list[Measurement], axes: list[tuple[float, float]]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, host times, rf_freq, span and device times of a run holding (k, n) blocks (the
+    driver's ``group = read``): per-measurement fields repeated over its rows; a block's
+    ``meta["device_times"]`` gives each row its own instrument time."""
+    n = run[0].value.shape[-1]
+    rows = np.concatenate([m.value.reshape(-1, n) for m in run]).astype(np.float32, copy=False)
+    ks = [1 if m.value.ndim == 1 else len(m.value) for m in run]
+    times = np.repeat(np.fromiter((m.t_ns for m in run), np.int64, len(run)), ks)
+    parts = []
+    for m, k in zip(run, ks, strict=True):
+        own = m.meta.get("device_times") if m.meta else None
+        if own is not None and len(own) == k:
+            parts.append(np.asarray(own, np.int64))
+        else:
+            parts.append(np.full(k, -1 if m.device_time is None else int(m.device_time),
+                                 np.int64))
+    rf_freq = np.repeat(np.array([a[0] for a in axes]), ks)
+    span = np.repeat(np.array([a[1] for a in axes]), ks)
+    return rows, times, rf_freq, span, np.concatenate(parts)
+
+
 class SpectrumSink(Endpoint):
     kind = "spectrum"
     accepts = ("spectrum*",)
@@ -118,6 +140,8 @@ class SpectrumSink(Endpoint):
         self._full_bw = s.full_bw
         self.tracks: dict[str, Track] = {}
         self.stored = 0
+        #: spectra taken in (rows: a (k, n) block counts k), stored or still pending
+        self.spectra = 0
         self.renders = 0
         self.files: set[Path] = set()
         self._appenders: dict[tuple[str, int], NpyAppender] = {}
@@ -131,7 +155,7 @@ class SpectrumSink(Endpoint):
         return [str(self.directory)] if self.directory is not None else []
 
     def counters(self) -> dict[str, int | float]:
-        return {"stored": self.stored, "renders": self.renders, "tracks": len(self.tracks),
+        return {"stored": self.stored, "spectra": self.spectra, "renders": self.renders, "tracks": len(self.tracks),
                 "files": len(self.files)}
 
     # ---------------------------------------------------------------- lifecycle
@@ -178,11 +202,13 @@ class SpectrumSink(Endpoint):
                 if value.__class__ is not np.ndarray and (
                         getattr(value, "ndim", 0) != 1 or getattr(value, "dtype", None) is None):
                     value = None
-                if value is None or value.ndim != 1 or value.dtype.kind != "f":
-                    self.item_failed(m, ValueError(f"{m.topic}: expected a 1-D real spectrum, "
-                                                   f"got {type(m.value).__name__}"))
+                if value is None or not 1 <= value.ndim <= 2 or value.dtype.kind != "f" or \
+                        not value.shape[0]:
+                    self.item_failed(m, ValueError(f"{m.topic}: expected a 1-D real spectrum "
+                                                   "or a (k, n) block of them, got "
+                                                   f"{type(m.value).__name__}"))
                     continue
-                k = (m.topic, value.shape[0])
+                k = (m.topic, value.shape[-1])
                 if run and k != key:
                     self._add_run(run)
                     run = []
@@ -196,21 +222,31 @@ class SpectrumSink(Endpoint):
     def _add_run(self, run: list[Measurement]) -> None:
         """Spectra of one topic and one size, in arrival order."""
         first = run[0]
-        n = first.value.shape[0]
+        n = first.value.shape[-1]
         track = self.tracks.get(first.topic)
         if track is None or track.n != n:
             if track is not None:
                 self._write(track)
             track = self.tracks[first.topic] = Track(first.topic, n, self.settings.history)
         k = len(run)
-        rows = np.array([m.value for m in run], dtype=np.float32)
-        times = np.fromiter((m.t_ns for m in run), np.int64, k)
         axis = self._axis
         axes = [axis(m.meta or {}) for m in run]
+        device_time: Any
+        if all(m.value.ndim == 1 for m in run):
+            rows = np.array([m.value for m in run], dtype=np.float32)
+            times = np.fromiter((m.t_ns for m in run), np.int64, k)
+            rf_freq: Any = [a[0] for a in axes]
+            span: Any = [a[1] for a in axes]
+            device_time = None
+        else:
+            rows, times, rf_freq, span, device_time = _block_rows(run, axes)
+            k = len(rows)
         track.extend(rows, times, run[-1], *axes[-1])
+        self.spectra += k
         if self.directory is None or self.settings.format == "none":
             return
-        device_time = [-1 if m.device_time is None else int(m.device_time) for m in run]
+        if device_time is None:
+            device_time = [-1 if m.device_time is None else int(m.device_time) for m in run]
         flush_rows = self.settings.flush_rows
         if track.pending is None:  # one buffer of flush_rows records, re-used: no page faults
             track.pending = np.empty(flush_rows, dtype=record_dtype(n))
@@ -221,8 +257,8 @@ class SpectrumSink(Endpoint):
             dest = track.pending[at:at + take]
             dest["t_ns"] = times[done:done + take]
             dest["device_time"] = device_time[done:done + take]
-            dest["rf_freq"] = [a[0] for a in axes[done:done + take]]
-            dest["span"] = [a[1] for a in axes[done:done + take]]
+            dest["rf_freq"] = rf_freq[done:done + take]
+            dest["span"] = span[done:done + take]
             dest["dbm"] = rows[done:done + take]
             track.pending_rows = at + take
             done += take
