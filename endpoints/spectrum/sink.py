@@ -123,6 +123,9 @@ class SpectrumSink(Endpoint):
         Option("flush_rows", int, 256, "spectra buffered per topic before they are written",
                min=1),
         Option("history", int, 200, "spectra kept per topic for the waterfall", min=1),
+        Option("write_behind", float, 8.0, "npy: MB of the file kept in the page cache "
+               "behind the write front; older pages are written out and dropped (0: leave "
+               "it to the kernel)", min=0),
         Option("render_interval", float, 0.0, "seconds between PNG renders (0 = only on "
                "demand and at stop)", min=0),
         Option("render_on_stop", bool, True, "render the PNGs when the sink stops"),
@@ -155,8 +158,8 @@ class SpectrumSink(Endpoint):
         return [str(self.directory)] if self.directory is not None else []
 
     def counters(self) -> dict[str, int | float]:
-        return {"stored": self.stored, "spectra": self.spectra, "renders": self.renders, "tracks": len(self.tracks),
-                "files": len(self.files)}
+        return {"stored": self.stored, "spectra": self.spectra, "renders": self.renders,
+                "tracks": len(self.tracks), "files": len(self.files)}
 
     # ---------------------------------------------------------------- lifecycle
     def open(self) -> None:
@@ -306,8 +309,9 @@ class SpectrumSink(Endpoint):
             key = (track.topic, track.n)
             app = self._appenders.get(key)
             if app is None:
-                app = self._appenders[key] = NpyAppender(self.directory / f"{stem}.npy",
-                                                         records.dtype)
+                app = self._appenders[key] = NpyAppender(
+                    self.directory / f"{stem}.npy", records.dtype,
+                    int(self.settings.write_behind * (1 << 20)))
             app.append(records)
             path = app.path
         self.files.add(path)

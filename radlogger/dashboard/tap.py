@@ -81,6 +81,8 @@ def summarize(m: Measurement, points: int = 512) -> dict[str, Any]:
         out["dtype"] = str(v.dtype)
         if v.ndim == 1 and v.dtype.kind in "fiuc":
             out["array"] = _reduce(v, points)
+        elif v.ndim == 2 and len(v) and v.dtype.kind in "fc" and m.meta and "packets" in m.meta:
+            out["array"] = _reduce(v[-1], points)  # a block of packets: its newest row
     elif isinstance(v, (bool, np.bool_)):
         out["value"] = bool(v)
     elif isinstance(v, (int, float, np.integer, np.floating)):
