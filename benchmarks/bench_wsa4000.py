@@ -180,7 +180,8 @@ SCENARIOS = {
 
 
 def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0,
-              shared: bool = False, group: str = "packet") -> dict[str, Any]:
+              shared: bool = False, group: str = "packet", iq_correction: bool = False
+              ) -> dict[str, Any]:
     """``fft_pool``: run the fft endpoint as ``type = pool`` with that many thread workers
     (scipy.fft releases the GIL).  ``shared``: fft, calibrate and the store run on the
     pipeline's shared thread pool (``mode = shared``) instead of a thread each: fewer threads
@@ -188,11 +189,12 @@ def run_chain(scenario: str, spp: int, packets: int, fft_pool: int = 0,
     ends in the documented store of spectra (etc/wsa4000.ini ``[endpoint:spectra]``: ``type =
     spectrum``, ``format = npy``), and what it wrote is read back and checked."""
     with tempfile.TemporaryDirectory(prefix="bench-wsa-") as tmp:
-        return _run_chain(scenario, spp, packets, fft_pool, shared, group, Path(tmp))
+        return _run_chain(scenario, spp, packets, fft_pool, shared, group, iq_correction,
+                          Path(tmp))
 
 
 def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: bool, group: str,
-               tmp: Path) -> dict[str, Any]:
+               iq_correction: bool, tmp: Path) -> dict[str, Any]:
     mode, rate, pace = SCENARIOS[scenario]
     if pace < 0:
         pace = LINE_RATE_PACKETS[spp]
@@ -213,7 +215,8 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: boo
                 "endpoint": "fft", "workers": fft_pool, "worker_mode": "thread", "chunk": 64,
                 "inbox_size": depth, "output": "spectrum"}), subscribe=["wsa1.iq"])
         else:
-            fft = p.add_endpoint(FFTEndpoint("fft", inbox_size=depth, **emode),
+            fft = p.add_endpoint(FFTEndpoint("fft", inbox_size=depth, iq_correction=iq_correction,
+                                             **emode),
                                  subscribe=["wsa1.iq"])
         cal = p.add_endpoint(CalibrateEndpoint("cal", inbox_size=depth, **emode),
                              subscribe=["wsa1.spectrum"])
@@ -277,7 +280,7 @@ def _run_chain(scenario: str, spp: int, packets: int, fft_pool: int, shared: boo
             "kept_up_without_loss": not lost, "drops": drops, "gaps": dev.gaps,
             "missing_packets": dev.missing_packets, "fft_calls": fft_calls,
             "spectra_per_fft_call": spectra / max(1, fft_calls), "fft_pool_threads": fft_pool,
-            "endpoint_mode": "shared" if shared else "thread",
+            "endpoint_mode": "shared" if shared else "thread", "iq_correction": iq_correction,
             "stored_spectra": store.stored, "store_bytes": path.stat().st_size,
             "group": group, "blocks": dev.blocks,
             "packets_per_measurement": dev.packets / max(1, dev.blocks) if blocks else 1.0,
@@ -312,10 +315,12 @@ def test_chain_on_simulator(benchmark: Any, scenario: str, spp: int) -> None:
 #: line-rate configurations, one measurement per packet: fft as one endpoint thread, as a pool
 #: of 2 threads, and fft, calibrate and store on the shared pool; and ``read_blocks``, the
 #: driver's ``group = read`` (one (k, 1024) block per read) with an endpoint thread each,
-#: etc/wsa4000.ini's configuration for SPP 1024
-CONFIGS: dict[str, tuple[int, bool, str]] = {
-    "fft_thread": (0, False, "packet"), "fft_pool2": (2, False, "packet"),
-    "shared": (0, True, "packet"), "read_blocks": (0, False, "read")}
+#: etc/wsa4000.ini's configuration for SPP 1024, also with its ``iq_correction = yes``
+#: (``read_blocks_iqc``)
+CONFIGS: dict[str, tuple[int, bool, str, bool]] = {
+    "fft_thread": (0, False, "packet", False), "fft_pool2": (2, False, "packet", False),
+    "shared": (0, True, "packet", False), "read_blocks": (0, False, "read", False),
+    "read_blocks_iqc": (0, False, "read", True)}
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

@@ -78,6 +78,7 @@ _SID_PREFIX = b"\x90\x00\x00"  # every WSA stream id starts with these bytes
 _PY_CANDIDATES = 8  # stream-id prefixes tried with bytes.find before the numpy scan
 _WINDOW = 4096  # first window of the numpy scan; doubles while nothing is found
 _HDR = struct.Struct(">II")
+_NOT_COUNT = 0xFFFFFFFF ^ (0xF << 16)  # a header word but its packet count
 _U32 = struct.Struct(">I")
 
 
@@ -115,6 +116,38 @@ def _candidates(a: np.ndarray, s: int, e: int) -> tuple[np.ndarray, np.ndarray, 
     size = _sizes(b[2], b[3])
     ok = _plausible_bytes(b[0], b[1], b[4], b[5], b[6], b[7], size)
     return idx[ok] + s, size[ok], b[0][ok] == DATA_FIXED >> 24
+
+
+def _data_run(buf: bytes, pos: int, hdr: int, sid: int, nbytes: int,
+              out: list[VRTPacket]) -> int:
+    """The fast path of a regular stream: data packets of one size back to back from ``pos``.
+
+    Packet j is taken when the header after it is present and repeats packet 0's header
+    (every bit but the 4-bit count) and stream id: exactly when the per-packet loop would
+    take it (a plausible next header proves the size), so chunking still never changes the
+    result.  The last packet of the run is left to that loop (its successor may be a context
+    packet, garbage, or not here yet).  Why: one numpy pass over the run's headers instead of
+    ~10 Python operations per packet (SPP 1024 at line rate: 28,400 packets/s on the driver's
+    thread, which holds the GIL the rest of the chain needs).  Returns packets taken."""
+    m = (len(buf) - pos - 8) // nbytes  # packets whose next header is in buf
+    if m < 2:
+        return 0
+    heads = np.ndarray((m + 1, 2), ">u4", buf, pos, (nbytes, 4))
+    same = ((heads[1:, 0] & _NOT_COUNT) == (hdr & _NOT_COUNT)) & (heads[1:, 1] == sid)
+    r = int(np.argmin(same)) if not same.all() else m  # packets before the first mismatch
+    if r < 2:
+        return 0
+    times = np.ndarray((r, 3), ">u4", buf, pos + 8, (nbytes, 4)).astype(np.uint64)
+    picos = ((times[:, 1] << np.uint64(32)) | times[:, 2]).tolist()
+    secs = times[:, 0].tolist()
+    trailers = np.ndarray((r,), ">u4", buf, pos + nbytes - 4, (nbytes,)).tolist()
+    pkt_counts = ((heads[:r, 0] >> 16) & 0xF).tolist()
+    samples = np.ndarray((r, (nbytes - 24) // 4, 2), ">i2", buf, pos + 20, (nbytes, 4, 2))
+    size = nbytes >> 2
+    for j in range(r):
+        out.append(VRTPacket(DATA, pkt_counts[j], size, sid, secs[j], picos[j], samples[j],
+                             trailers[j]))
+    return r
 
 
 class VRTParser:
@@ -292,6 +325,14 @@ class VRTParser:
                 return out, pos, 8 - left
             hdr, sid = unpack_hdr(buf, pos)
             kind = plausible(hdr, sid)
+            if kind is not None and kind[0] == DATA and left >= 3 * (kind[1] << 2):
+                got = _data_run(buf, pos, hdr, sid, kind[1] << 2, out)
+                if got:
+                    pos += got * (kind[1] << 2)
+                    counts["data"] += got
+                    counts["packets"] += got
+                    self._in_garbage = False
+                    continue
             if kind is not None:
                 ptype, size = kind
                 nbytes = size << 2
