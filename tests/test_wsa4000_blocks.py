@@ -196,3 +196,22 @@ def test_dashboard_shows_the_newest_row_of_a_block() -> None:
     summary = summarize(Measurement("w", "w.spectrum_dbm", block, meta={"packets": 3}))
     assert summary["shape"] == [3, 64] and len(summary["array"]) == 64
     assert summary["array"][10] == 5.0
+
+
+def test_waiting_blocks_are_joined_into_one_transform() -> None:
+    rng = np.random.default_rng(5)
+    blocks = [((rng.normal(size=(k, 128)) + 1j * rng.normal(size=(k, 128))) * 500).astype(
+        np.complex64) for k in (3, 1, 4)]
+    p = Pipeline()
+    fft = p.add_endpoint(FFTEndpoint("fft"), subscribe=["w.iq"])
+    out = p.add_endpoint(Collector("out"), subscribe=["w.spectrum"])
+    _push(p, "w.iq", blocks, {"packets": 0})  # queued before start: one batch
+    p.start()
+    try:
+        wait_for(lambda: len(out.items) == 3, 10, message="three blocks")
+    finally:
+        assert p.stop(5.0)
+    assert fft.fft_calls == 1 and fft.spectra == 8
+    for m, b in zip(out.items, blocks, strict=True):
+        assert m.value.shape == b.shape
+        np.testing.assert_allclose(m.value, power_db(b.astype(np.complex128) / 8192), atol=2e-3)
