@@ -209,3 +209,37 @@ def test_interleaved_topics_and_runs_longer_than_history_and_flush_rows(tmp_path
     assert list(rows[:, 0]) == a[-3:] and list(times) == [int(v) + 1 for v in a[-3:]]
     _, latest, _ = sink.latest("a.spectrum_dbm")  # type: ignore[misc]
     assert latest[0] == a[-1]
+
+
+def test_stop_waits_for_a_periodic_render_and_none_starts_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timer render still running when the sink closed wrote its PNG after the stop, when
+    the directory could already be gone (bench_wsa4000: render failed, FileNotFoundError on
+    the temporary file).  close() now waits for it, and no timer render starts after."""
+    from matplotlib.figure import Figure
+
+    started = threading.Event()
+    release = threading.Event()
+    savefig = Figure.savefig
+
+    def slow_savefig(self: Figure, *args: object, **kw: object) -> None:
+        started.set()
+        release.wait(5.0)
+        savefig(self, *args, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", slow_savefig)
+    sink = SpectrumSink("s", directory=str(tmp_path), format="none", render_on_stop=False,
+                        render_interval=0.001)
+    p = run(sink, "a.spectrum_dbm", spectra(64, 3), {"rf_freq": 1e9, "bandwidth": 1e6})
+    assert started.wait(10.0)
+    stopper = threading.Thread(target=p.stop, args=(10.0,))
+    stopper.start()
+    wait_for(lambda: sink.stats.state in ("stopping", "stopped") or not stopper.is_alive(), 10,
+             message="stop begun")
+    release.set()
+    stopper.join(15.0)
+    assert not stopper.is_alive()
+    assert sink.renders == 1 and sink.stats.errors == 0  # finished before close returned
+    assert [q.name for q in tmp_path.iterdir()] == ["a.spectrum_dbm.png"]
+    sink._on_timer()  # a timer that fires after close renders nothing
+    assert sink.renders == 1

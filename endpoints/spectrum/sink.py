@@ -152,6 +152,9 @@ class SpectrumSink(Endpoint):
         self._next_render = 0.0
         self._timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
+        #: set by close(): no timer renders after it (a render still running is waited for)
+        self._closed = False
+        self._rendering: threading.Thread | None = None
         self._render_lock = threading.Lock()  # one render at a time (worker, timer, callers)
 
     def writes(self) -> list[str]:
@@ -171,6 +174,7 @@ class SpectrumSink(Endpoint):
                               f"{self.directory}: {exc.strerror}; fix 'directory'") from None
             log.info("endpoint %s (spectrum): writing into %s", self.name, self.directory.resolve())
         self._next_render = time.monotonic() + self.settings.render_interval
+        self._closed = False
 
     def flush(self) -> None:
         with self._lock:
@@ -180,8 +184,12 @@ class SpectrumSink(Endpoint):
     def close(self) -> None:
         with self._timer_lock:
             timer, self._timer = self._timer, None
+            self._closed = True
+            running = self._rendering
         if timer is not None:
             timer.cancel()
+        if running is not None:  # a periodic render must not outlive the sink (its directory
+            running.join(10.0)  # may go next: the PNG's temporary file vanished under it)
         if self.settings.render_on_stop and self.directory is not None:
             self.render()
 
@@ -279,20 +287,26 @@ class SpectrumSink(Endpoint):
         drained while it renders."""
         now = time.monotonic()
         with self._timer_lock:
-            if self._timer is None:
+            if self._timer is None and not self._closed:
                 self._timer = threading.Timer(max(0.0, self._next_render - now), self._on_timer)
                 self._timer.daemon = True
                 self._timer.start()
 
     def _on_timer(self) -> None:
         with self._timer_lock:
+            if self._closed:
+                return
             self._timer = None
+            self._rendering = threading.current_thread()
             self._next_render = time.monotonic() + self.settings.render_interval
         try:
             self.render()
         except Exception as exc:  # noqa: BLE001 - a timer thread has nobody to raise to
             self.stats.errors += 1
             log.error("spectrum sink %s: render failed: %s", self.name, exc)
+        finally:
+            with self._timer_lock:
+                self._rendering = None
 
     def _write(self, track: Track) -> None:
         if not track.pending_rows or track.pending is None or self.directory is None:
