@@ -80,18 +80,24 @@ def _stackable(vals: list[Any]) -> bool:
     return all(type(v) is np.ndarray and v.dtype == dt and v.shape == shape for v in vals)
 
 
+def _bytes_of(value: np.ndarray) -> Any:
+    if not value.flags.c_contiguous:
+        value = np.ascontiguousarray(value)
+    return value.reshape(-1).view(np.uint8).data if value.size else b""
+
+
 def batch_parts(items: list[Measurement]) -> tuple[list[Any], int]:
     """Lined-up ``items`` (see :func:`runs`) as buffers for ``sendmsg``, and their size.
     Raises :class:`radlogger.wire.WireError` when a metadata value cannot be encoded."""
     first = items[0]
-    values = np.stack([m.value for m in items])
     h: dict[str, Any] = {
         "v": wire.VERSION, "n": len(items), "source": first.source, "topic": first.topic,
-        "unit": first.unit, "dtype": values.dtype.str, "shape": list(first.value.shape),
+        "unit": first.unit, "dtype": first.value.dtype.str, "shape": list(first.value.shape),
         "t_ns": [m.t_ns for m in items], "seq": [m.seq for m in items],
         "device_time": [m.device_time for m in items]}
-    body: list[Any] = [values.reshape(-1).view(np.uint8).data]
-    size = values.nbytes
+    # each value's own buffer (no stacked copy: sendmsg or the slot write gathers them)
+    body: list[Any] = [_bytes_of(m.value) for m in items]
+    size = first.value.nbytes * len(items)
     if first.meta is not None:
         metas = [m.meta or {} for m in items]
         cols: dict[str, list[Any]] = {}
