@@ -321,6 +321,9 @@ def main() -> None:
             child.say("error", f"{type(exc).__name__}: {exc}")
             code = 2
             return
+        from ..pipeline import tune_gc
+
+        tune_gc()  # as the daemon does: many short-lived measurements, no cycles
         child.say("ready", str(os.getpid()))
         child._beat(time.monotonic())
         child.loop()
