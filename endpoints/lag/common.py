@@ -17,7 +17,7 @@ K = TypeVar("K", bound=Hashable)
 def product_of(m: Measurement) -> tuple[Any, ...]:
     """The product a measurement belongs to: its topic plus the product metadata present."""
     meta = m.meta or {}
-    return (m.topic,) + tuple(meta.get(f) for f in PRODUCT_FIELDS)
+    return (m.topic, *map(meta.get, PRODUCT_FIELDS))
 
 
 def group_by(batch: Iterable[Measurement], key: Callable[[Measurement], K]

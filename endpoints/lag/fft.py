@@ -45,6 +45,15 @@ def _window(kind: str, n: int) -> np.ndarray:
     return full[:n].astype(np.float32)
 
 
+def _swap_halves(x: np.ndarray) -> np.ndarray:
+    """``fftshift`` (= ``ifftshift``) along axis 1 of an even (or 1) length, as a new array."""
+    h = x.shape[1] // 2
+    out = np.empty_like(x)
+    out[:, :x.shape[1] - h] = x[:, h:]
+    out[:, x.shape[1] - h:] = x[:, :h]
+    return out
+
+
 def lags_to_spectra(lags: np.ndarray, channels: int = 0, window: str = "none") -> np.ndarray:
     """Stacked lag sets (B, N) -> complex64 spectra (B, channels or N), low to high."""
     n = lags.shape[1]
@@ -52,12 +61,14 @@ def lags_to_spectra(lags: np.ndarray, channels: int = 0, window: str = "none") -
         raise ValueError(f"a lag set has {n} lags, not a power of two")
     if window != "none":
         lags = lags * _window(window, n)
-    centred = np.fft.ifftshift(lags, axes=1)  # a copy: the FFT may overwrite it
+    # ifftshift and fftshift of a power of two are the same swap of halves: two slice copies
+    # (np.fft's shifts go through np.roll, ~2 us a 1024-lag set more)
+    centred = _swap_halves(lags)  # a copy: the FFT may overwrite it
     if _scipy_fft is not None and centred.dtype == np.complex64:
         raw = _scipy_fft.fft(centred, axis=1, overwrite_x=True)
     else:
         raw = np.fft.fft(centred, axis=1)
-    spec = np.fft.fftshift(raw, axes=1)
+    spec = _swap_halves(raw)
     if channels and channels < n:
         spec = spec.reshape(len(spec), channels, n // channels).mean(axis=2)
     return spec.astype(np.complex64, copy=False)
@@ -84,9 +95,13 @@ class LagFFTEndpoint(ProcessingEndpoint):
     def handle_batch(self, batch: list[Measurement]) -> None:
         s = self.settings
         good = []
+        channels = s.channels
         for m in self.demanded(batch):
             v = m.value
-            if not isinstance(v, np.ndarray) or v.ndim not in (1, 2) or not v.size \
+            if type(v) is np.ndarray and v.ndim == 1 and v.size and not v.size & (v.size - 1) \
+                    and channels <= v.size:  # the common case, checked cheaply
+                good.append(m)
+            elif not isinstance(v, np.ndarray) or v.ndim not in (1, 2) or not v.size \
                     or v.size & (v.size - 1):
                 self.item_failed(m, ValueError(
                     f"{m.topic}: a lag set must be a 1-D (or blocks x lags) array of a power "
@@ -101,8 +116,10 @@ class LagFFTEndpoint(ProcessingEndpoint):
             out_topic = self.out_topic(topic)
             for lo in range(0, len(items), CHUNK):  # cache-sized blocks of a big backlog
                 chunk = items[lo:lo + CHUNK]
-                lags = np.stack([m.value.reshape(-1) for m in chunk])
+                lags = np.concatenate([m.value.reshape(-1) for m in chunk]).reshape(-1, n)
                 spectra = lags_to_spectra(lags, s.channels, s.window)
                 meta = {"channels": spectra.shape[1], "n_lags": n, "window": s.window}
-                publish_many([m.derive(name, out_topic, spec, m.unit, meta)
+                # m.derive(name, out_topic, spec, m.unit, meta), without a call per item
+                publish_many([Measurement(name, out_topic, spec, m.t_ns, m.unit, m.device_time,
+                                          {**m.meta, **meta} if m.meta else dict(meta), m.seq)
                               for m, spec in zip(chunk, spectra, strict=True)])

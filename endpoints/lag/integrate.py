@@ -109,8 +109,13 @@ class IntegrateEndpoint(ProcessingEndpoint):
     def _add(self, key: tuple[Any, ...], out_topic: str, items: list[Measurement]) -> None:
         s = self.settings
         k, span = s.count, int(s.seconds * 1e9)
-        values = np.stack([m.value for m in items])
-        times = np.array([self._time(m) for m in items], np.int64)
+        values = np.concatenate([m.value.reshape(-1) for m in items]).reshape(
+            len(items), *items[0].value.shape)
+        if s.clock == "device":
+            times = np.array([int(m.device_time) if isinstance(m.device_time, (int, float))
+                              else m.t_ns for m in items], np.int64)
+        else:
+            times = np.array([m.t_ns for m in items], np.int64)
         bad = np.array([_incomplete(m) for m in items])
         i, n = 0, len(items)
         while i < n:

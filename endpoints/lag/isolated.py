@@ -140,7 +140,10 @@ class IsolatedEndpoint(PublishingEndpoint):
         Option("shm_slot_mb", float, 4.0, "size of one shared-memory slot, MiB", min=0.01),
         Option("send_wait", float, 0.05, "longest wait for room when the process's queue is "
                "full, seconds (0 = never wait)", min=0.0, max=1.0),
-        Option("child_batch", int, 256, "datagrams the process takes per batch", min=1),
+        Option("child_batch", int, 256, "measurements the process takes per batch", min=1),
+        Option("child_linger", float, 0.01, "seconds the process waits for more when it "
+               "has fewer than child_batch (its stages then work on bigger batches)",
+               min=0.0, max=1.0),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
@@ -160,7 +163,7 @@ class IsolatedEndpoint(PublishingEndpoint):
             hang_timeout=s.hang_timeout, start_timeout=s.start_timeout,
             max_datagram=s.max_datagram, shm_slots=s.shm_slots,
             shm_slot_bytes=int(s.shm_slot_mb * (1 << 20)), send_wait=s.send_wait,
-            batch_max=s.child_batch, on_death=self._died)
+            batch_max=s.child_batch, linger=s.child_linger, on_death=self._died)
         self._lost_counted = 0
         self.process.start()
 

@@ -87,15 +87,19 @@ class LagNormalizeEndpoint(ProcessingEndpoint):
             out_topic = self.out_topic(topic)
             for lo in range(0, len(items), CHUNK):  # cache-sized blocks of a big backlog
                 chunk = items[lo:lo + CHUNK]
-                lags = np.stack([m.value for m in chunk])
-                centre = np.stack([np.asarray(_meta(m)["dv_centre"]) for m in chunk])
-                edge = np.stack([np.asarray(_meta(m)["dv_edge"]) for m in chunk])
+                metas = [_meta(m) for m in chunk]
+                lags = np.concatenate([m.value for m in chunk]).reshape(len(chunk), -1)
+                centre = np.array([meta["dv_centre"] for meta in metas])
+                edge = np.array([meta["dv_edge"] for meta in metas])
                 out, flagged = normalize(lags, centre, edge)
                 n_flagged = flagged.sum(axis=1)
                 self.flagged_frames += int(n_flagged.sum())
-                publish_many([m.derive(name, out_topic, value, "", {
-                    "normalized": True, "flagged": np.flatnonzero(flags).tolist() if nf else []})
-                    for m, value, flags, nf in zip(chunk, out, flagged, n_flagged, strict=True)])
+                # m.derive(name, out_topic, value, "", {...}), without a call per item
+                publish_many([Measurement(name, out_topic, value, m.t_ns, "", m.device_time, {
+                    **meta, "normalized": True,
+                    "flagged": np.flatnonzero(flags).tolist() if nf else []}, m.seq)
+                    for m, meta, value, flags, nf in zip(chunk, metas, out, flagged,
+                                                         n_flagged.tolist(), strict=True)])
 
 
 def _meta(m: Measurement) -> dict[str, Any]:
@@ -105,6 +109,11 @@ def _meta(m: Measurement) -> dict[str, Any]:
 def _check(m: Measurement) -> str:
     """Why ``m`` cannot be normalized, or ''."""
     value, meta = m.value, m.meta or {}
+    c, e = meta.get("dv_centre"), meta.get("dv_edge")
+    if type(value) is np.ndarray and value.ndim == 1 and type(c) is np.ndarray \
+            and type(e) is np.ndarray and c.ndim == 1 and c.shape == e.shape and len(c) \
+            and not len(value) % len(c):
+        return ""  # the common case, checked cheaply
     if not isinstance(value, np.ndarray) or value.ndim != 1 or not len(value):
         return f"{m.topic}: a lag set must be a 1-D array, got {type(value).__name__}"
     c, e = meta.get("dv_centre"), meta.get("dv_edge")

@@ -102,14 +102,15 @@ class Channel:
                 yield parsed
 
     def results(self) -> Iterator[Measurement | WireError]:
-        """The measurements the child forwarded, waiting now (a bad datagram as its error)."""
+        """The measurements the child forwarded, waiting now (a bad datagram as its error;
+        a batch is many)."""
         while self.ret is not None:
             try:
                 data = self.ret.recv(max(self.max_datagram, 1024))
             except OSError:  # BlockingIOError: drained
                 return
             try:
-                yield messages.read_measurement(data, self.up_ring)
+                yield from messages.read_measurements(data, self.up_ring)
             except WireError as exc:
                 yield exc
 

@@ -5,6 +5,7 @@ JSON header + raw array bytes), the one encoding every boundary of radloggerd us
 ``sendmsg`` as separate buffers so the array bytes are not copied in user space.  What only
 worker processes need is here, with its own magic so a datagram's first four bytes say what it is:
 
+* many measurements that line up, column-wise (:mod:`.batch`, magic ``RLB1``);
 * a control event, 24 bytes ``<4sBxHqq``: magic ``RLI1``, kind 3, code, argument, t_ns;
 * a shared-memory slot reference, 20 bytes ``<4sBxHIQ``: magic, kind 2, slot, length,
   generation (the measurement itself is in the slot, in the same binary form);
@@ -21,18 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 from .. import wire
 from ..measurement import Measurement
+from . import batch
 
 if TYPE_CHECKING:
     from .shm import SlotRing
 
-__all__ = ["MAGIC", "MEASUREMENT", "SHMREF", "CONTROL", "CONTROL_CODES", "control_name",
-           "kind_of", "measurement_parts", "encode_control", "decode_control", "encode_ref",
+__all__ = ["MAGIC", "MEASUREMENT", "SHMREF", "CONTROL", "BATCH", "read_measurements",
+           "CONTROL_CODES", "control_name", "kind_of", "measurement_parts", "encode_control",
+           "decode_control", "encode_ref",
            "decode_ref", "read_measurement", "format_message", "parse_message",
            "parse_counters", "WireError"]
 
 WireError = wire.WireError
 MAGIC = b"RLI1"
-MEASUREMENT, SHMREF, CONTROL = 1, 2, 3
+MEASUREMENT, SHMREF, CONTROL, BATCH = 1, 2, 3, 4
 _CTRL = struct.Struct("<4sBxHqq")
 _REF = struct.Struct("<4sBxHIQ")
 _HLEN = struct.Struct("<I")
@@ -48,10 +51,12 @@ def control_name(code: int) -> str:
 
 
 def kind_of(data: bytes | memoryview) -> int:
-    """MEASUREMENT, SHMREF or CONTROL; raises :class:`WireError` for anything else."""
+    """MEASUREMENT, BATCH, SHMREF or CONTROL; raises :class:`WireError` for anything else."""
     head = bytes(data[:4])
     if head == wire.MAGIC:
         return MEASUREMENT
+    if head == batch.MAGIC:
+        return BATCH
     if head == MAGIC and len(data) > 4 and data[4] in (SHMREF, CONTROL):
         return int(data[4])
     raise WireError(f"not a worker datagram (starts with {head!r})")
@@ -94,13 +99,26 @@ def decode_ref(data: bytes | memoryview) -> tuple[int, int, int]:
 
 def read_measurement(data: bytes, ring: SlotRing | None) -> Measurement:
     """A measurement datagram, or a slot reference resolved (and freed) through ``ring``."""
-    if kind_of(data) == SHMREF:
+    items = read_measurements(data, ring)
+    if len(items) != 1:
+        raise WireError(f"{len(items)} measurements where one was expected")
+    return items[0]
+
+
+def read_measurements(data: bytes, ring: SlotRing | None) -> list[Measurement]:
+    """The measurements of a datagram (one, or a batch), or of the slot it references
+    (resolved and freed through ``ring``)."""
+    kind = kind_of(data)
+    if kind == SHMREF:
         slot, length, gen = decode_ref(data)
         payload = ring.read(slot, length, gen) if ring is not None else None
         if payload is None:
             raise WireError(f"stale shared-memory reference (slot {slot})")
         data = payload
-    return wire.decode(data)
+        kind = kind_of(data)
+    if kind == BATCH:
+        return batch.decode_batch(data)
+    return [wire.decode(data)]
 
 
 def format_message(kind: str, incarnation: int, body: str = "") -> bytes:

@@ -76,6 +76,9 @@ class SlotRing:
                 return slot
         return None
 
+    def has_free(self) -> bool:
+        return self._free_slot() is not None
+
     def write(self, parts: list[Any], size: int, wait: float = 0.0) -> tuple[int, int] | None:
         """Copy ``parts`` into a free slot; (slot, generation), or None when all stay full.
 

@@ -68,7 +68,8 @@ class WorkerProcess:
                  on_death: Callable[[str], Any] | None = None,
                  heartbeat: float = 0.2, hang_timeout: float = 5.0, start_timeout: float = 30.0,
                  max_datagram: int = 65536, shm_slots: int = 8, shm_slot_bytes: int = 4 << 20,
-                 send_wait: float = 0.05, batch_max: int = 256, log_level: str = "INFO",
+                 send_wait: float = 0.05, batch_max: int = 256, linger: float = 0.0,
+                 log_level: str = "INFO",
                  backoff: Backoff | None = None) -> None:
         self.name = name
         self.stages = list(stages)
@@ -81,17 +82,14 @@ class WorkerProcess:
         self.heartbeat = heartbeat
         self.hang_timeout = max(hang_timeout, 3 * heartbeat)
         self.start_timeout = start_timeout
-        self.batch_max = batch_max
+        self.batch_max, self.linger = batch_max, linger  # the child's batches (.child)
         self.log_level = log_level
         self.backoff = backoff or Backoff(0.1, 10.0, 2.0, 0.1)
         self.channel = Channel(max_datagram, send_wait, shm_slots, shm_slot_bytes)
         self.feeder = self.channel.feeder
         # counters
         self.crashes = self.hangs = self.restarts = 0
-        self.lost = 0
-        self.returned = 0
-        self.return_errors = 0
-        self.control_acks = 0
+        self.lost = self.returned = self.return_errors = self.control_acks = 0
         self._acked = threading.Condition()
         self.messages: deque[str] = deque(maxlen=200)
         self.child_stats: dict[str, int] = {}
@@ -153,7 +151,7 @@ class WorkerProcess:
     def _spec(self) -> dict[str, Any]:
         return {"name": self.name, "incarnation": self.incarnation, **self.channel.child_spec(),
                 "stages": [s.as_json() for s in self.stages], "forward": self.forward,
-                "heartbeat": self.heartbeat, "batch_max": self.batch_max,
+                "heartbeat": self.heartbeat, "batch_max": self.batch_max, "linger": self.linger,
                 "log_level": self.log_level}
 
     def _spawn(self) -> None:
