@@ -126,6 +126,9 @@ class Broker:
         #: or a source that waits for room is attached); set by the pipeline
         self.wait_for_room = False
         self.busy = False
+        #: endpoint batches to run on this thread after the current publish (run_later)
+        self._later: list[Callable[[], None]] = []
+        self._inline_ok = False  # set by the broker thread around a low-rate publish
         self.publish_errors = 0
         self.batches = 0
         self.messages = 0
@@ -260,8 +263,12 @@ class Broker:
                         count(source, -n, False, "publish_failed")
                     continue
                 self.messages += 1
-            for source, n in Counter(map(_source_of, items)).items():
-                count(source, n, routed)
+            source = items[0].source
+            if len(items) == 1 or all(m.source == source for m in items):
+                count(source, len(items), routed)  # one source: no Counter (a low-rate batch)
+            else:
+                for source, n in Counter(map(_source_of, items)).items():
+                    count(source, n, routed)
         self.batches += 1
 
     def _run(self) -> None:
@@ -293,7 +300,12 @@ class Broker:
                         self._count_published(m.source, -1, False, "shutdown")
                 elif batch:
                     with self._gate:
-                        self.publish(batch)
+                        self._inline_ok = len(batch) < LINGER_ITEMS
+                        try:
+                            self.publish(batch)
+                        finally:
+                            self._inline_ok = False
+                            self._run_later()
             except Exception:  # noqa: BLE001 - the broker must survive anything
                 log.exception("broker: publishing a batch failed")
             finally:
@@ -303,6 +315,23 @@ class Broker:
             ticking = 0 < len(batch) < LINGER_ITEMS
             if self._stop and not len(queue):
                 return
+
+    def run_later(self, run: Callable[[], None]) -> bool:
+        """An endpoint's inbox asks the broker to run a small batch itself, after the publish
+        (``radlogger.runners``, "Inline batches"); True if it will.  Broker thread only."""
+        if self._inline_ok:
+            self._later.append(run)
+            return True
+        return False
+
+    def _run_later(self) -> None:
+        later = self._later
+        for run in later:
+            try:
+                run()
+            except Exception:  # noqa: BLE001 - the broker must survive anything
+                log.exception("broker: an endpoint's inline batch failed")
+        later.clear()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
