@@ -67,7 +67,7 @@ class Endpoint(Configurable):
                "finite source) the broker waits this long for room in a full inbox; then the "
                "endpoint counts as stalled and what does not fit is dropped (endpoint_stalled) "
                "until it takes again", min=0.001, max=3600),
-        Option("inline_budget", float, 0.0002, "mode = thread at low rates: small batches may "
+        Option("inline_budget", float, 0.0005, "mode = thread at low rates: small batches may "
                "run on the broker's thread (one thread wake-up less per batch) while each takes "
                "at most this many seconds; one over it sends the endpoint back to its own "
                "thread (0 = never)", min=0, max=0.1),

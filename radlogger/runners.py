@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 #: consecutive batches within the budget on the endpoint's own thread before it may run inline
 INLINE_TRIAL = 32
 #: the longest record asked of an endpoint that went over its budget inline (it doubles each time)
-INLINE_TRIAL_MAX = 32768
+INLINE_TRIAL_MAX = 1024
 
 Process = Callable[[list[Measurement]], None]
 
