@@ -140,3 +140,17 @@ def test_low_rate_linger(benchmark, linger: float) -> None:  # type: ignore[no-u
     seconds = 0.2 if benchutil.QUICK else 5.0
     res = benchmark.pedantic(_low_rate, args=(linger, 1_000, seconds), rounds=1, iterations=1)
     benchmark.extra_info.update(res)
+
+
+@pytest.mark.parametrize("inline_budget", [0.0, None],
+                         ids=lambda v: "inline_budget=0" if v == 0.0 else "inline_budget=default")
+def test_low_rate_inline(benchmark, inline_budget: float | None) -> None:  # type: ignore[no-untyped-def]
+    """1,000 scalars/s at the default linger, the endpoint's small batches on its own thread
+    (``inline_budget = 0``) or on the broker's (the default): CPU, wake-ups and latency."""
+    from radlogger.broker import DEFAULT_LINGER
+    seconds = 0.2 if benchutil.QUICK else 5.0
+    res = benchmark.pedantic(_low_rate, args=(DEFAULT_LINGER, 1_000, seconds, inline_budget),
+                             rounds=1, iterations=1)
+    if inline_budget == 0.0:
+        assert res["inline_batches"] == 0
+    benchmark.extra_info.update(res)

@@ -31,7 +31,8 @@ inbox runner's bell) the whole process 62-68 us, p99 1.6 ms (2 ms: p99 2.1-2.2 m
 A tick aligned to the producer's period (batches of 2 instead of 1.6 at 1,000/s) was tried and
 not kept: fewer batches, but no CPU gain measurable above this VM's noise.  Small batches of a
 qualified endpoint run on this thread after the publish (``run_later``; radlogger.runners,
-"Inline batches"): 2.5 -> 1.6 thread wake-ups per measurement.  Also tried and not kept: a
+"Inline batches"): 2.5 -> 1.6 thread wake-ups per measurement, p99 still 1.65-1.7 ms at
+1.5 ms (2 ms: 2.17 ms), so the default stays 1.5 ms.  Also tried and not kept: a
 producer putting into a sleeping broker's queue publishing itself (no broker wake-up at all,
 p99 0.1 ms, 1.0 wake-ups per measurement): batches of one cost more CPU (69-110 us per
 measurement) than the wake-ups they save (56-84 us with the linger, same runs).
