@@ -4,10 +4,8 @@ PyPubSub's ``sendMessage`` costs several microseconds, so the broker never publi
 measurements: it drains up to ``batch_max`` items, cuts them into runs of consecutive items
 with the same topic (``itertools.groupby``: C speed, and the original order is kept, so a
 subtree subscriber sees one device's measurements in the order they were produced), and sends
-one message per run with the run as the message's ``batch``.
-
-The message goes to the callables PyPubSub resolves for the topic, cached
-(``radlogger.topictree``: why, and what it saved).
+one message per run with the run as the message's ``batch``, to the callables PyPubSub
+resolves for the topic, cached (``radlogger.topictree``: why, and what it saved).
 
 Topics are dotted, ``<device>.<quantity>``.  A subscription pattern is one of:
 
