@@ -25,8 +25,8 @@ thread stays asleep: one thread wake-up per batch instead of two (bench_sweep
   needs to come back doubles (up to ``INLINE_TRIAL_MAX``): a flaky endpoint settles on its thread.
 
 What it cannot prevent: an endpoint that was fast for its record and then blocks in one batch
-holds the broker for that batch (once).  Endpoints that wait on the outside (a network) are
-built with ``inline_budget = 0``; the option turns it off for any endpoint.
+holds the broker for that batch (once).  ``inline_budget = 0`` turns it off for an endpoint;
+plugins that may block on the outside (a network) should default to it (not yet done).
 """
 
 from __future__ import annotations
