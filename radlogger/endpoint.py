@@ -44,6 +44,16 @@ class EndpointState(str, enum.Enum):
     FAILED = "failed"
 
 
+_INLINE_HELP = ("mode = thread at low rates: small batches may run on the broker's thread (one "
+                "thread wake-up less per batch) while each takes at most this many seconds; one "
+                "over it sends the endpoint back to its own thread (0 = never)")
+#: ``inline_budget`` of a plugin that waits on the outside (a network, a remote peer): its
+#: batches never run on the broker's (or a device's) thread, whatever its record
+#: (radlogger.runners, "Inline batches"); a plugin puts it in its ``options``
+NEVER_INLINE = Option("inline_budget", float, 0.0, _INLINE_HELP + "; 0 here: this endpoint "
+                      "waits on a network", min=0, max=0.1)
+
+
 class Endpoint(Configurable):
     """Base class of endpoints (log, storage, processing, forwarding)."""
 
@@ -67,10 +77,7 @@ class Endpoint(Configurable):
                "finite source) the broker waits this long for room in a full inbox; then the "
                "endpoint counts as stalled and what does not fit is dropped (endpoint_stalled) "
                "until it takes again", min=0.001, max=3600),
-        Option("inline_budget", float, 0.0005, "mode = thread at low rates: small batches may "
-               "run on the broker's thread (one thread wake-up less per batch) while each takes "
-               "at most this many seconds; one over it sends the endpoint back to its own "
-               "thread (0 = never)", min=0, max=0.1),
+        Option("inline_budget", float, 0.0005, _INLINE_HELP, min=0, max=0.1),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:

@@ -26,7 +26,7 @@ thread stays asleep: one thread wake-up per batch instead of two (bench_sweep
 
 What it cannot prevent: an endpoint that was fast for its record and then blocks in one batch
 holds the broker for that batch (once).  ``inline_budget = 0`` turns it off for an endpoint;
-plugins that may block on the outside (a network) should default to it (not yet done).
+plugins that wait on the outside default to it (``NEVER_INLINE``: mqtt, longpoll).
 """
 
 from __future__ import annotations

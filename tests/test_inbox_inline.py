@@ -152,3 +152,21 @@ def test_inline_budget_zero_never_runs_inline() -> None:
     assert h.inbox.run_inline is None and not h.later
     assert set(h.threads) == {"endpoint:e"}
     h.stop()
+
+
+def test_network_endpoints_never_run_inline_by_default() -> None:
+    """Plugins that wait on a network default to ``inline_budget = 0`` (a slow peer must not
+    hold the broker's or a device's thread); the others keep the base default; a user's
+    setting still wins."""
+    from radlogger.endpoint import Endpoint
+    from radlogger.endpoints.longpoll import LongPollEndpoint
+    from radlogger.endpoints.mqtt import MQTTEndpoint
+
+    base = {o.name: o.default for o in Endpoint.declared_options()}["inline_budget"]
+    assert base > 0
+    for cls in (MQTTEndpoint, LongPollEndpoint):
+        assert {o.name: o.default for o in cls.declared_options()}["inline_budget"] == 0.0, cls
+    assert {o.name: o.default for o in NullEndpoint.declared_options()}["inline_budget"] == base
+    assert MQTTEndpoint("mq", inline_budget=0.001).inline_budget == 0.001
+    assert MQTTEndpoint("mq").inline_budget == 0.0
+    assert LongPollEndpoint("lp", port=0).inline_budget == 0.0
