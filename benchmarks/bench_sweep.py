@@ -89,12 +89,10 @@ def _thread_cpu_s() -> dict[str, tuple[float, int]]:
     return out
 
 
-def _low_rate(linger: float, rate: int, seconds: float, inline_budget: float | None = None,
-              producer_linger: bool = True) -> dict:
+def _low_rate(linger: float, rate: int, seconds: float, inline_budget: float | None = None) -> dict:
     n = int(rate * seconds)
     p = Pipeline(queue_size=65536, overflow="drop_newest")
     p.broker.linger = linger
-    p.broker.producer_linger = producer_linger
     dev = p.add_device(SyntheticDevice("syn", rate=rate, count=n, pattern="counter", chunk=256))
     extra = {} if inline_budget is None else {"inline_budget": inline_budget}
     sink = p.add_endpoint(NullEndpoint("sink", latency=True, check_order=False, **extra),
@@ -130,8 +128,7 @@ def _low_rate(linger: float, rate: int, seconds: float, inline_budget: float | N
         res["broker_endpoint_us_per_measurement"] = res["us_broker"] + res["us_endpoint"]
     runner = sink._runner
     res.update(linger_ms=linger * 1e3, offered_per_s=rate, batches=p.broker.batches,
-               inline_batches=getattr(runner, "inline_batches", 0),
-               producer_batches=p.broker._watch.batches, producer_linger=producer_linger)
+               inline_batches=getattr(runner, "inline_batches", 0))
     return res
 
 
@@ -156,19 +153,4 @@ def test_low_rate_inline(benchmark, inline_budget: float | None) -> None:  # typ
                              rounds=1, iterations=1)
     if inline_budget == 0.0:
         assert res["inline_batches"] == 0
-    benchmark.extra_info.update(res)
-
-
-@pytest.mark.parametrize("producer_linger", [False, True],
-                         ids=lambda v: f"producer_linger={'on' if v else 'off'}")
-def test_low_rate_producer_linger(benchmark, producer_linger: bool) -> None:  # type: ignore[no-untyped-def]
-    """1,000 scalars/s at the default linger, small batches published by the broker's linger
-    ticks (off) or by the device thread itself while the broker watches (on, radlogger.linger):
-    CPU, wake-ups per thread and latency."""
-    from radlogger.broker import DEFAULT_LINGER
-    seconds = 0.2 if benchutil.QUICK else 5.0
-    res = benchmark.pedantic(_low_rate, args=(DEFAULT_LINGER, 1_000, seconds, None,
-                                              producer_linger), rounds=1, iterations=1)
-    if not producer_linger:
-        assert res["producer_batches"] == 0
     benchmark.extra_info.update(res)

@@ -30,10 +30,11 @@ A tick aligned to the producer's period (batches of 2 instead of 1.6 at 1,000/s)
 not kept: fewer batches, but no CPU gain measurable above this VM's noise.  Small batches of a
 qualified endpoint run on this thread after the publish (``run_later``; radlogger.runners,
 "Inline batches"): 2.5 -> 1.6 thread wake-ups per measurement, p99 still 1.65-1.7 ms at
-1.5 ms (2 ms: 2.17 ms), so the default stays 1.5 ms.  Also tried and not kept: a
-producer putting into a sleeping broker's queue publishing itself (no broker wake-up at all,
-p99 0.1 ms, 1.0 wake-ups per measurement): batches of one cost more CPU (69-110 us per
-measurement) than the wake-ups they save (56-84 us with the linger, same runs).
+1.5 ms (2 ms: 2.17 ms), so the default stays 1.5 ms.  Tried, not kept: a producer putting into
+a sleeping broker's queue publishing itself (1.0 wake-ups per measurement, p99 0.1 ms): batches
+of one cost more CPU (69-110 us per measurement) than the wake-ups save (56-84 us, same runs); a
+producer-side linger (2131df5: device threads publish due batches of 2, the broker watches):
+1.2 wake-ups per measurement, p99 1.1-1.6 ms, but 43-111 us against 55-99 us interleaved.
 
 Each pipeline owns its own PyPubSub ``Publisher`` so several pipelines (tests, benchmarks)
 can live in one process.
@@ -55,7 +56,6 @@ from pubsub.core.publisher import Publisher
 
 from .errorpolicy import LogGate
 from .errors import ProtocolError
-from .linger import WATCH, ProducerLinger
 from .measurement import Measurement
 from .options import Configurable
 from .queue import LocklessQueue
@@ -129,10 +129,7 @@ class Broker:
         self.busy = False
         #: endpoint batches to run on this thread after the current publish (run_later)
         self._later: list[Callable[[], None]] = []
-        self._inline_ok = False  # set by the gate's holder around a low-rate publish
-        #: producers publish small batches themselves while the broker watches (radlogger.linger)
-        self.producer_linger = True
-        self._watch = ProducerLinger(self, LINGER_ITEMS)
+        self._inline_ok = False  # set by the broker thread around a low-rate publish
         self.publish_errors = 0
         self.batches = 0
         self.messages = 0
@@ -297,92 +294,45 @@ class Broker:
         nap = threading.Lock()
         nap.acquire()
         sleep = nap.acquire
-        watch = self._watch
         ticking = False
         while True:
             linger = self.linger
-            if watch.watching:  # producers publish; wake only for a quiet one (radlogger.linger)
-                if self._stop or not linger:
-                    watch.unwatch()
-                    continue
-                if not watch.nap(linger * WATCH) and not watch.overdue(linger):
-                    if not len(queue) and watch.quiet_for(linger * WATCH):
-                        watch.unwatch()  # an idle pipeline sleeps on the queue
-                    continue
-            elif ticking and linger and not self._stop:
+            if ticking and linger and not self._stop:
                 sleep(True, linger)  # a tick: producers do not wake a broker that is not asleep
             else:
                 queue.wait(0 if self._stop else None)
                 if linger and not self._stop and len(queue) < LINGER_ITEMS:
                     sleep(True, linger)  # let a batch form: one wake-up for several items
-            n = self._drain_publish(batch_max)
-            # measurements trickling in: let producers publish (watch), or keep draining on a
-            # tick of ``linger``; an empty tick goes back to sleeping on the queue, a big batch
-            # means no linger is needed
-            small = 0 < n < LINGER_ITEMS
-            if small and linger and not watch.watching and not self._stop \
-                    and self.producer_linger:
-                watch.watch()
-            ticking = small and not watch.watching
-            if self._stop and not len(queue):
-                return
-
-    def _drain_publish(self, batch_max: int) -> int:
-        """Drain and publish one batch; how many items it took."""
-        queue = self.queue
-        if self._abandon:
-            # past the stop deadline: the broker stays the only consumer and counts what it can
-            # no longer deliver
-            self.busy = True
-            batch = queue.drain(batch_max)
-            for m in batch:
-                self._count_published(m.source, -1, False, "shutdown")
-            self.busy = False
-            return len(batch)
-        with self._gate:  # drain and publish atomic: a producer may publish too (publish_here)
             self.busy = True  # before items leave the queue: idle must never see neither
             batch = []
             try:
                 batch = queue.drain(batch_max)
-                if batch:
-                    self._inline_ok = len(batch) < LINGER_ITEMS
-                    try:
-                        self.publish(batch)
-                    finally:
-                        self._inline_ok = False
-                        self._run_later()
+                if self._abandon:
+                    # past the stop deadline: the broker stays the only consumer and counts
+                    # what it can no longer deliver
+                    for m in batch:
+                        self._count_published(m.source, -1, False, "shutdown")
+                elif batch:
+                    with self._gate:
+                        self._inline_ok = len(batch) < LINGER_ITEMS
+                        try:
+                            self.publish(batch)
+                        finally:
+                            self._inline_ok = False
+                            self._run_later()
             except Exception:  # noqa: BLE001 - the broker must survive anything
                 log.exception("broker: publishing a batch failed")
             finally:
                 self.busy = False
-        return len(batch)
-
-    def publish_here(self, limit: int) -> None:
-        """A producer publishes the queue's small batch itself (radlogger.linger): only tried,
-        never waited for, never while stopping."""
-        gate = self._gate
-        if self._stop or not gate.acquire(False):
-            return
-        try:
-            self.busy = True
-            batch = self.queue.drain(limit)
-            if batch:
-                self._inline_ok = True
-                try:
-                    self.publish(batch)
-                finally:
-                    self._inline_ok = False
-                    self._run_later()
-                self._watch.batches += 1
-        except Exception:  # noqa: BLE001 - a producer must survive the publish
-            log.exception("broker: a producer's publish failed")
-        finally:
-            self.busy = False
-            gate.release()
+            # measurements trickling in: keep draining on a tick of ``linger``; an empty tick
+            # goes back to sleeping on the queue, a big batch means no linger is needed
+            ticking = 0 < len(batch) < LINGER_ITEMS
+            if self._stop and not len(queue):
+                return
 
     def run_later(self, run: Callable[[], None]) -> bool:
         """An endpoint's inbox asks the broker to run a small batch itself, after the publish
-        (``radlogger.runners``, "Inline batches"); True if it will.  The gate's holder only."""
+        (``radlogger.runners``, "Inline batches"); True if it will.  Broker thread only."""
         if self._inline_ok:
             self._later.append(run)
             return True
@@ -412,7 +362,6 @@ class Broker:
 
     def start(self) -> None:
         self._stop = False
-        self._watch.unwatch()
         self._abandon = False
         self.abandoned.clear()
         self._thread = threading.Thread(target=self._run, name="broker", daemon=True)
@@ -427,7 +376,6 @@ class Broker:
         """
         self._stop = True
         self.queue.interrupt()
-        self._watch.ring()
         if self._thread is None:
             return True
         self._thread.join(timeout)

@@ -99,9 +99,6 @@ class LocklessQueue(Generic[T]):
         self._dq: deque[T] = deque()
         self._ready = threading.Event()
         self._sleeping = False
-        #: while set (with ``_sleeping``), called on the producer's thread after each put
-        #: instead of waking the consumer: a broker letting producers publish (radlogger.linger)
-        self.on_put: Callable[[bool], None] | None = None
         self._interrupted = False
         self._closed = False
         # Cold path: producers blocked on a full queue, and exact drop bookkeeping.
@@ -148,7 +145,7 @@ class LocklessQueue(Generic[T]):
             return self._wait_then_put(item, timeout, abort)
         dq.append(item)
         if self._sleeping:
-            self._wake(True)
+            self._wake()
         return True
 
     def _wait_then_put(self, item: T, timeout: float | None,
@@ -175,7 +172,7 @@ class LocklessQueue(Generic[T]):
             return False
         dq.append(item)
         if self._sleeping:
-            self._wake(True)
+            self._wake()
         return True
 
     def put_many_wait(self, items: Iterable[T], timeout: float | None = None,
@@ -190,7 +187,7 @@ class LocklessQueue(Generic[T]):
                 dq.extend(items[i:i + room])
                 i += room
                 if self._sleeping:
-                    self._wake(True)
+                    self._wake()
                 continue
             if not self._wait_then_put(items[i], timeout, abort):
                 full = not self._closed and not (abort is not None and abort())
@@ -239,12 +236,7 @@ class LocklessQueue(Generic[T]):
             self._wake()
         return True
 
-    def _wake(self, waits: bool = False) -> None:
-        """``waits``: the producer waits for room (a finite source), it may wait in a publish."""
-        hook = self.on_put
-        if hook is not None:  # the consumer watches instead of sleeping (radlogger.linger)
-            hook(waits)
-            return
+    def _wake(self) -> None:
         ready = self._ready
         if not ready.is_set():
             ready.set()
