@@ -71,43 +71,51 @@ def test_overload_memory_stays_bounded(benchmark) -> None:  # type: ignore[no-un
     benchmark.extra_info.update(res)
 
 
-def _thread_cpu_s() -> dict[str, float]:
-    """CPU seconds so far of every live Python thread, by thread name, and of the whole process
-    (``_process``).  From ``/proc/.../schedstat`` (the scheduler's run time in ns, the clock
-    ``time.process_time`` sums) rather than ``stat``'s utime + stime, which are sampled at 100 Hz
-    and undercount short wake-ups."""
+def _thread_cpu_s() -> dict[str, tuple[float, int]]:
+    """CPU seconds and times scheduled in so far of every live Python thread, by thread name,
+    and the whole process's CPU (``_process``).  From ``/proc/.../schedstat`` (run time in ns,
+    the clock ``time.process_time`` sums, and the count of times the thread got a CPU: a wake-up
+    each at these rates) rather than ``stat``'s utime + stime, which are sampled at 100 Hz and
+    undercount short wake-ups."""
     import threading
-    out: dict[str, float] = {"_process": time.process_time()}
+    out: dict[str, tuple[float, int]] = {"_process": (time.process_time(), 0)}
     for t in threading.enumerate():
         try:
             with open(f"/proc/self/task/{t.native_id}/schedstat") as f:
-                out[t.name] = int(f.read().split()[0]) / 1e9
+                run_ns, _, slices = f.read().split()[:3]
         except OSError:
             continue
+        out[t.name] = (int(run_ns) / 1e9, int(slices))
     return out
 
 
-def _low_rate(linger: float, rate: int, seconds: float) -> dict:
+def _low_rate(linger: float, rate: int, seconds: float, inline_budget: float | None = None) -> dict:
     n = int(rate * seconds)
     p = Pipeline(queue_size=65536, overflow="drop_newest")
     p.broker.linger = linger
     dev = p.add_device(SyntheticDevice("syn", rate=rate, count=n, pattern="counter", chunk=256))
-    sink = p.add_endpoint(NullEndpoint("sink", latency=True, check_order=False),
+    extra = {} if inline_budget is None else {"inline_budget": inline_budget}
+    sink = p.add_endpoint(NullEndpoint("sink", latency=True, check_order=False, **extra),
                           subscribe=["syn"])
-    threads: dict[str, float] = {}
+    start: dict[str, tuple[float, int]] = {}
+    figures: dict[str, float] = {}
 
     def done() -> bool:
-        if dev.state is DeviceState.RUNNING and sink.count >= n // 10 and not threads:
-            threads.update(_thread_cpu_s())
-            threads["_count"] = sink.count
-        if sink.count >= n * 9 // 10 and "_end" not in threads and threads:
-            threads["_end"] = 1
+        if dev.state is DeviceState.RUNNING and sink.count >= n // 10 and not start:
+            start.update(_thread_cpu_s())
+            start["_count"] = (0.0, sink.count)
+        if sink.count >= n * 9 // 10 and not figures and start:
             end = _thread_cpu_s()
-            per = max(1, sink.count - int(threads["_count"]))
+            per = max(1, sink.count - start["_count"][1])
+            wakes = 0
             for name in ("broker", "endpoint:sink", "device:syn", "MainThread", "_process"):
-                if name in end and name in threads:
-                    key = "us_" + name.split(":")[0].lower().strip("_")
-                    threads[key] = (end[name] - threads[name]) / per * 1e6
+                if name in end and name in start:
+                    key = name.split(":")[0].lower().strip("_")
+                    figures["us_" + key] = (end[name][0] - start[name][0]) / per * 1e6
+                    if name != "_process":
+                        figures["wakeups_" + key] = (end[name][1] - start[name][1]) / per
+                        wakes += end[name][1] - start[name][1]
+            figures["wakeups_per_measurement"] = wakes / per
         return dev.state is DeviceState.FINISHED and p.quiescent()
 
     # the main thread (this harness) checks ``done`` every 0.1 s: at 100 Hz it alone cost
@@ -115,10 +123,12 @@ def _low_rate(linger: float, rate: int, seconds: float) -> dict:
     res = measure(p, done, ["sink"], poll=0.1)
     assert res["produced"] == n and res["sink_handled"] == n, res
     assert res["sink_drops"] == 0 and res["queue_drops"] == 0
-    res.update({k: v for k, v in threads.items() if k.startswith("us_")})
+    res.update(figures)
     if "us_broker" in res and "us_endpoint" in res:
         res["broker_endpoint_us_per_measurement"] = res["us_broker"] + res["us_endpoint"]
-    res.update(linger_ms=linger * 1e3, offered_per_s=rate, batches=p.broker.batches)
+    runner = sink._runner
+    res.update(linger_ms=linger * 1e3, offered_per_s=rate, batches=p.broker.batches,
+               inline_batches=getattr(runner, "inline_batches", 0))
     return res
 
 
@@ -129,4 +139,18 @@ def test_low_rate_linger(benchmark, linger: float) -> None:  # type: ignore[no-u
     and endpoint's own threads from /proc) and latency, for several broker lingers."""
     seconds = 0.2 if benchutil.QUICK else 5.0
     res = benchmark.pedantic(_low_rate, args=(linger, 1_000, seconds), rounds=1, iterations=1)
+    benchmark.extra_info.update(res)
+
+
+@pytest.mark.parametrize("inline_budget", [0.0, None],
+                         ids=lambda v: "inline_budget=0" if v == 0.0 else "inline_budget=default")
+def test_low_rate_inline(benchmark, inline_budget: float | None) -> None:  # type: ignore[no-untyped-def]
+    """1,000 scalars/s at the default linger, the endpoint's small batches on its own thread
+    (``inline_budget = 0``) or on the broker's (the default): CPU, wake-ups and latency."""
+    from radlogger.broker import DEFAULT_LINGER
+    seconds = 0.2 if benchutil.QUICK else 5.0
+    res = benchmark.pedantic(_low_rate, args=(DEFAULT_LINGER, 1_000, seconds, inline_budget),
+                             rounds=1, iterations=1)
+    if inline_budget == 0.0:
+        assert res["inline_batches"] == 0
     benchmark.extra_info.update(res)

@@ -112,22 +112,30 @@ class SyntheticDevice(Device):
         return buf[k:k + n]
 
     def poll(self) -> None:
+        # the settings are read as locals: ``Settings`` attributes go through a Python
+        # ``__getattr__`` (~0.4 us each), and a stream at 1,000/s polls once per measurement
         s = self.settings
-        n = s.chunk
+        n = s["chunk"]
+        count = s["count"]
         start = self.emitted
-        if s.count:
-            n = min(n, s.count - start)
+        if count:
+            n = min(n, count - start)
             if n <= 0:
                 raise DeviceDone
-        rate = s.rate
+        rate = s["rate"]
         if rate:
             # the schedule: measurement k is due at t0 + k / rate; sleep until the next one
             left = self._t0 + (start + 1) / rate - time.monotonic()
             if left > 0 and self.wait(left):
                 return
             n = min(n, max(1, int((time.monotonic() - self._t0) * rate) - start))
-        name, topic, unit = self.name, self.topic, s.unit
-        values = self._values(start, n) if s.array_size else self._scalars(start, n)
+        name, topic, unit = self.name, self.topic, s["unit"]
+        if n == 1 and not s["array_size"]:
+            value = self._scalars(start, 1)[0]
+            self.outlet.push(Measurement(name, topic, value, now_ns(), unit))
+            self.emitted = start + 1
+            return
+        values = self._values(start, n) if s["array_size"] else self._scalars(start, n)
         if n == 1:
             self.outlet.push(Measurement(name, topic, values[0], now_ns(), unit))
         else:

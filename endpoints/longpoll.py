@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from radlogger import longpoll as lp
-from radlogger.endpoint import Endpoint
+from radlogger.endpoint import NEVER_INLINE, Endpoint
 from radlogger.measurement import Measurement
 from radlogger.options import Option
 from radlogger.topics import pattern_matches, validate_pattern
@@ -109,6 +109,7 @@ class LongPollEndpoint(Endpoint):
     kind = "longpoll"
     summary = "serves the subscribed topics over HTTP long-polling (cursor, gaps, bearer token)"
     options = (
+        NEVER_INLINE,  # it answers network clients: never on the broker's thread
         Option("host", str, "127.0.0.1", "address to listen on (loopback unless you open it)"),
         Option("port", int, 8470, "TCP port (0 = any free port)", min=0, max=65535),
         Option("token", str, None, "bearer token clients must send (unset = no token)"),

@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 from radlogger.backoff import Backoff
-from radlogger.endpoint import Endpoint
+from radlogger.endpoint import NEVER_INLINE, Endpoint
 from radlogger.measurement import Measurement
 from radlogger.mqtt import (
     CONNECTION_OPTIONS,
@@ -63,6 +63,7 @@ class MQTTEndpoint(Endpoint):
     kind = "mqtt"
     summary = "publishes measurements to an MQTT broker (JSON scalars, binary arrays)"
     options = CONNECTION_OPTIONS + (
+        NEVER_INLINE,  # it waits on a network: never on the broker's thread
         Option("retain", bool, False, "ask the broker to keep the last message per topic"),
         Option("window", int, 100, "most messages in flight (sent, not yet acknowledged)",
                min=1, max=65000),

@@ -44,6 +44,16 @@ class EndpointState(str, enum.Enum):
     FAILED = "failed"
 
 
+_INLINE_HELP = ("mode = thread at low rates: small batches may run on the broker's thread (one "
+                "thread wake-up less per batch) while each takes at most this many seconds; one "
+                "over it sends the endpoint back to its own thread (0 = never)")
+#: ``inline_budget`` of a plugin that waits on the outside (a network, a remote peer): its
+#: batches never run on the broker's (or a device's) thread, whatever its record
+#: (radlogger.runners, "Inline batches"); a plugin puts it in its ``options``
+NEVER_INLINE = Option("inline_budget", float, 0.0, _INLINE_HELP + "; 0 here: this endpoint "
+                      "waits on a network", min=0, max=0.1)
+
+
 class Endpoint(Configurable):
     """Base class of endpoints (log, storage, processing, forwarding)."""
 
@@ -67,6 +77,7 @@ class Endpoint(Configurable):
                "finite source) the broker waits this long for room in a full inbox; then the "
                "endpoint counts as stalled and what does not fit is dropped (endpoint_stalled) "
                "until it takes again", min=0.001, max=3600),
+        Option("inline_budget", float, 0.0005, _INLINE_HELP, min=0, max=0.1),
     )
 
     def __init__(self, name: str, settings: Any = None, **kw: Any) -> None:
@@ -83,6 +94,7 @@ class Endpoint(Configurable):
         self.inbox_size: int = s.inbox_size
         self.batch_max: int = s.batch_max
         self.full_timeout: float = s.full_timeout
+        self.inline_budget: float = s.inline_budget
         self.inbox = Inbox(s.inbox_size, self.stats, s.inbox_policy == "drop_oldest")
         self.policy = ErrorPolicy(name, self.kind, s.on_error, s.max_errors)
         self._work = threading.Lock()  # one batch (or flush) at a time, whoever runs it
@@ -168,7 +180,7 @@ class Endpoint(Configurable):
                                         self._finish_late, self._executor)
         else:
             self._runner = ThreadRunner(self.name, self.inbox, self.batch_max, self._process,
-                                        self._finish_late)
+                                        self._finish_late, self.inline_budget)
         self._runner.start()
 
     def _set_state(self, state: EndpointState) -> None:

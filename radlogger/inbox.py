@@ -51,6 +51,12 @@ class Inbox:
         self.scheduled = False
         #: set by the shared runner: called under ``cond`` when work arrives and none is scheduled
         self.schedule: Callable[[], None] | None = None
+        #: set by a dedicated runner qualified to run small batches on the broker's thread
+        #: (radlogger.runners, "Inline batches"): instead of ringing its bell, :meth:`put` hands
+        #: this to ``run_later``, which returns True if the broker will call it after its publish
+        self.run_inline: Callable[[], None] | None = None
+        #: set by the pipeline: the broker's ``run_later``
+        self.run_later: Callable[[Callable[[], None]], bool] | None = None
         #: measurements taken by the runner and not yet accounted for
         self.in_flight = 0
         #: the stop deadline was missed: what remained was written off
@@ -114,7 +120,11 @@ class Inbox:
                 stats.inbox_high_water = depth
             ring = self.waiting
             if ring:
-                self.waiting = False  # this put rings the bell, after releasing the lock
+                inline = self.run_inline
+                if inline is not None and self.run_later is not None and self.run_later(inline):
+                    ring = False  # the broker runs it; ``waiting`` stays set, the bell unrung
+                else:
+                    self.waiting = False  # this put rings the bell, after releasing the lock
             else:
                 self._wake(depth)
         if ring:
@@ -164,6 +174,11 @@ class Inbox:
         if self.waiting:
             self.waiting = False
             self.bell.release()
+
+    def ring_if_items(self) -> None:
+        """Under ``cond``: wake a sleeping runner if anything is left for it."""
+        if self.items:
+            self._ring()
 
     def _wake(self, depth: int) -> None:
         """Under ``cond``: make sure someone will take what is there."""

@@ -157,6 +157,7 @@ class Pipeline:
         if endpoint.mode == "shared" and self._pool is None:
             self._pool = ThreadPoolExecutor(self.pool_workers, thread_name_prefix="endpoint-pool")
         endpoint.inbox.cancel = self.broker.abandoned
+        endpoint.inbox.run_later = self.broker.run_later
         endpoint.bind(self.derived_outlet(endpoint.name), self.broker.has_demand,
                       self._pool if endpoint.mode == "shared" else None)
         endpoint.stats.on_first_drop = self.losses.first_drop

@@ -48,3 +48,30 @@ def test_many_sibling_topics_are_all_delivered() -> None:
         p.broker.publish([Measurement("dev", f"dev.q{k * 1000 + i}", i) for i in range(1000)])
     assert p.snapshot()["producers"]["dev"]["published"] == 20_000
     assert sink.stats.received == 20_000
+
+
+def test_cached_listeners_follow_subscription_changes() -> None:
+    """The broker's cache of PyPubSub's listeners (radlogger.topictree) is rebuilt when a
+    subscription comes or goes: late subscribers get later batches, removed ones none, and a
+    subtree subscriber is called before the topic's own one, as PyPubSub orders them."""
+    p = Pipeline()
+    calls: list[tuple[str, int]] = []
+
+    class Owner:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def offer(self, batch: list[Measurement], wait: bool = False) -> None:
+            calls.extend((self.name, m.value) for m in batch)
+
+    exact, tree, late = Owner("exact"), Owner("tree"), Owner("late")
+    p.broker.subscribe(exact, "d.v", exact.offer)
+    p.broker.subscribe(tree, "d", tree.offer)
+    p.broker.publish([Measurement("d", "d.v", 1)])
+    assert calls == [("tree", 1), ("exact", 1)]
+    p.broker.subscribe(late, "d.*", late.offer)
+    p.broker.publish([Measurement("d", "d.v", 2)])
+    assert sorted(calls[2:]) == [("exact", 2), ("late", 2), ("tree", 2)]
+    p.broker.unsubscribe_owner(exact)
+    p.broker.publish([Measurement("d", "d.v", 3), Measurement("d", "d.w", 4)])
+    assert sorted(calls[5:]) == [("late", 3), ("late", 4), ("tree", 3), ("tree", 4)]
