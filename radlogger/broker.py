@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LINGER = 0.0015
 #: no linger once this many measurements are waiting: a batch has formed already
 LINGER_ITEMS = 64
+INLINE_ITEMS = 8  # the largest drain whose endpoint batches may run here (runners.py)
 
 _topic_of = attrgetter("topic")
 _source_of = attrgetter("source")
@@ -314,7 +315,7 @@ class Broker:
                         self._count_published(m.source, -1, False, "shutdown")
                 elif batch:
                     with self._gate:
-                        self._inline_ok = len(batch) < LINGER_ITEMS
+                        self._inline_ok = len(batch) <= INLINE_ITEMS
                         try:
                             self.publish(batch)
                         finally:

@@ -51,7 +51,7 @@ _INLINE_HELP = ("mode = thread at low rates: small batches may run on the broker
 #: batches never run on the broker's (or a device's) thread, whatever its record
 #: (radlogger.runners, "Inline batches"); a plugin puts it in its ``options``
 NEVER_INLINE = Option("inline_budget", float, 0.0, _INLINE_HELP + "; 0 here: this endpoint "
-                      "waits on a network", min=0, max=0.1)
+                      "waits on a network or another process", min=0, max=0.1)
 
 
 class Endpoint(Configurable):

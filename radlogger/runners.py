@@ -17,7 +17,7 @@ therefore lets the broker run a small batch itself, right after the publish, whi
 thread stays asleep: one thread wake-up per batch instead of two (bench_sweep
 ``test_low_rate_linger``).  Guarded so that no endpoint can take the others down:
 
-* only a batch the broker drained at low rate (fewer than ``LINGER_ITEMS``) and only while the
+* only a batch the broker drained at low rate (at most ``INLINE_ITEMS``, 8) and only while the
   endpoint's thread sleeps with an empty inbox (order is kept: nothing else holds its items);
 * only after a track record: ``INLINE_TRIAL`` consecutive batches on its own thread each within
   the budget (an endpoint that blocks from the start never runs on the broker's thread);

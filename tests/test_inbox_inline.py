@@ -155,18 +155,51 @@ def test_inline_budget_zero_never_runs_inline() -> None:
 
 
 def test_network_endpoints_never_run_inline_by_default() -> None:
-    """Plugins that wait on a network default to ``inline_budget = 0`` (a slow peer must not
-    hold the broker's or a device's thread); the others keep the base default; a user's
-    setting still wins."""
+    """Plugins that wait on a network or on worker processes default to ``inline_budget = 0``
+    (a slow peer must not hold the broker's or a device's thread); the others keep the base
+    default; a user's setting still wins."""
     from radlogger.endpoint import Endpoint
     from radlogger.endpoints.longpoll import LongPollEndpoint
     from radlogger.endpoints.mqtt import MQTTEndpoint
 
     base = {o.name: o.default for o in Endpoint.declared_options()}["inline_budget"]
     assert base > 0
-    for cls in (MQTTEndpoint, LongPollEndpoint):
+    from radlogger.endpoints.lag.isolated import IsolatedEndpoint
+    from radlogger.workers.pool import EndpointPool
+
+    for cls in (MQTTEndpoint, LongPollEndpoint, IsolatedEndpoint, EndpointPool):
         assert {o.name: o.default for o in cls.declared_options()}["inline_budget"] == 0.0, cls
     assert {o.name: o.default for o in NullEndpoint.declared_options()}["inline_budget"] == base
     assert MQTTEndpoint("mq", inline_budget=0.001).inline_budget == 0.001
     assert MQTTEndpoint("mq").inline_budget == 0.0
     assert LongPollEndpoint("lp", port=0).inline_budget == 0.0
+
+
+def test_only_tiny_drains_run_inline() -> None:
+    """A qualified endpoint's batch runs on the broker's thread only when the broker's drain is
+    at most ``INLINE_ITEMS``: a drain of more (a busier stream, e.g. WIDAR's lag sets at line
+    rate) stays on the endpoint's own thread, whatever its record."""
+    from radlogger.broker import INLINE_ITEMS
+
+    assert 40 > INLINE_ITEMS
+    p = Pipeline()
+    dev = p.add_device(SyntheticDevice("syn", rate=1000, count=2 * INLINE_TRIAL + 20,
+                                       pattern="counter"))
+    sink = p.add_endpoint(NullEndpoint("sink", inline_budget=0.1), subscribe=["syn", "burst"])
+    p.start()
+    runner = sink._runner
+    assert isinstance(runner, ThreadRunner)
+    wait_for(lambda: dev.state is DeviceState.FINISHED and p.quiescent(), 30)
+    assert runner.inline_batches > 0 and sink.inbox.run_inline is not None
+    wait_for(lambda: sink.inbox.waiting)  # its thread asleep: it would run inline if allowed
+    before = runner.inline_batches
+    out = p.outlet("burst")
+    with p.broker.paused():  # the burst waits in the queue: one drain of 40
+        for i in range(40):
+            out.push(Measurement("burst", "burst", i))
+    wait_for(p.quiescent, 10)
+    assert runner.inline_batches == before
+    assert p.stop(10)
+    snap = p.snapshot()
+    assert snap["endpoints"]["sink"]["handled"] == 2 * INLINE_TRIAL + 20 + 40
+    assert snap["producers"]["burst"]["produced"] == 40 and p.balanced()

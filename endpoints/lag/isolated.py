@@ -33,6 +33,7 @@ import threading
 import time
 from typing import Any
 
+from radlogger.endpoint import NEVER_INLINE
 from radlogger.measurement import Measurement
 from radlogger.options import Option, OptionError, by_reason
 from radlogger.processing import PublishingEndpoint
@@ -122,6 +123,7 @@ class IsolatedEndpoint(PublishingEndpoint):
     summary = "runs a chain of endpoints (e.g. lag_normalize, lag_fft, integrate) in a " \
               "supervised child process"
     options = (
+        NEVER_INLINE,  # it waits for room in its worker processes' queues
         Option("stages", list, [], "endpoint kinds or module:Class paths, in chain order; "
                "NAME=KIND names one", required=True),
         Option("stage_options", list, [], "stage settings as STAGE.KEY=VALUE, e.g. "

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any
 
-from ..endpoint import Endpoint
+from ..endpoint import NEVER_INLINE, Endpoint
 from ..measurement import Measurement
 from ..options import Option
 from ..plugins import load_class
@@ -53,6 +53,7 @@ class EndpointPool(PublishingEndpoint):
     kind = "pool"
     summary = "runs an endpoint type on N worker threads or processes (e.g. FFT on all cores)"
     options = (
+        NEVER_INLINE,  # it waits for room in its worker processes' queues
         Option("endpoint", str, None, "endpoint type each worker runs: entry-point name (fft) "
                "or module:Class", required=True),
         Option("workers", int, 2, "number of workers", min=1, max=64),
