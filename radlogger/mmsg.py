@@ -19,14 +19,14 @@ long as it lives.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import socket
-import sys
 from typing import Any
 
 import numpy as np
+
+from .libc import libc
 
 __all__ = ["available", "Receiver", "Sender"]
 
@@ -52,12 +52,12 @@ class _SockAddrIn(ctypes.Structure):
 
 
 def _libc() -> Any:
-    if not sys.platform.startswith("linux"):
+    lib = libc()
+    if lib is None:
         return None
     try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         recv, send = lib.recvmmsg, lib.sendmmsg
-    except (OSError, AttributeError):
+    except AttributeError:  # a C library without the calls
         return None
     recv.argtypes = [ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int,
                      ctypes.c_void_p]

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from radlogger.libc import libc
+
 __all__ = ["record_dtype", "NpyAppender", "WriteBehind", "write_npz", "frequency_axis"]
 
 _MAGIC = b"\x93NUMPY\x01\x00"
@@ -70,15 +72,15 @@ def _read_header(path: Path) -> tuple[np.dtype, int, int] | None:
 
 
 def _libc_sync_file_range() -> Any:
-    """``sync_file_range(2)`` through ctypes (Linux; ``os`` has no binding), else None.
-    ctypes calls release the GIL, so a wait for the disk never stops the other threads."""
-    try:
-        import ctypes
-        import ctypes.util
+    """``sync_file_range(2)`` through ctypes (Linux; ``os`` has no binding), else None."""
+    import ctypes
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        func = libc.sync_file_range
-    except (OSError, AttributeError):
+    lib = libc()
+    if lib is None:
+        return None
+    try:
+        func = lib.sync_file_range
+    except AttributeError:  # a C library without the call
         return None
     func.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     func.restype = ctypes.c_int
